@@ -1,0 +1,92 @@
+//! The host processes of a workspace uid, read from `/proc`.
+
+use std::time::Duration;
+
+use warren_core::{Error, Result};
+
+/// One live (not zombie) process of a uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcInfo {
+    /// Its pid.
+    pub pid: i32,
+    /// Threads (each counts against `RLIMIT_NPROC`).
+    pub threads: u64,
+    /// user + system time of the process and of its waited-for children, clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+/// Every live process whose real uid is `uid`. Processes that vanish while being read are
+/// skipped; zombies are skipped (they run nothing and hold no memory).
+pub(crate) fn processes_of(uid: u32) -> Vec<ProcInfo> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for ent in rd.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Some(info) = read_proc(pid, uid) {
+            out.push(info);
+        }
+    }
+    out
+}
+
+fn read_proc(pid: i32, uid: u32) -> Option<ProcInfo> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let real_uid: u32 = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
+    if real_uid != uid {
+        return None;
+    }
+    let state = field("State:")?;
+    if state.starts_with('Z') || state.starts_with('X') {
+        return None;
+    }
+    let threads = field("Threads:").and_then(|t| t.parse().ok()).unwrap_or(1);
+    let rss_bytes = field("VmRSS:")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime, stime, cutime, cstime are fields 14 to 17.
+    let tick = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_ticks = tick(14) + tick(15) + tick(16) + tick(17);
+    Some(ProcInfo { pid, threads, cpu_ticks, rss_bytes })
+}
+
+/// Clock ticks per second of `/proc/*/stat` times.
+pub(crate) fn clock_ticks() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
+/// Kills every process of `uid` and waits until none is left (bounded: a process stuck in the
+/// kernel for seconds makes this fail rather than hang).
+pub(crate) fn kill_all(uid: u32) -> Result<()> {
+    for round in 0u64..300 {
+        warren_sys::spawn::kill_all_of_uid(uid)
+            .map_err(|e| Error::Internal(format!("killing the processes of uid {uid}: {e}")))?;
+        let left = processes_of(uid);
+        if left.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(uid, left = left.len(), round, "processes still alive after SIGKILL");
+        std::thread::sleep(Duration::from_millis((round + 1).min(20) * 5));
+    }
+    let left: Vec<i32> = processes_of(uid).iter().map(|p| p.pid).collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Internal(format!(
+        "processes {left:?} of uid {uid} survived SIGKILL for over 20 seconds (stuck in the kernel?); try stopping again"
+    )))
+}

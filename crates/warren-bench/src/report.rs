@@ -1,0 +1,350 @@
+//! The report: rows with their summaries, peer ratios and targets, as markdown and JSON.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::peers::Unavailable;
+use crate::stats::{fmt_ms, summarize, Summary};
+use crate::warren::Samples;
+
+/// Whose numbers a row holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowKind {
+    /// One of warren's backends.
+    Warren,
+    /// Another tool, for comparison.
+    Peer,
+}
+
+/// A row as measured.
+#[derive(Debug)]
+pub struct Row {
+    /// Row name.
+    pub name: String,
+    /// Warren or peer.
+    pub kind: RowKind,
+    /// What one iteration runs.
+    pub command: String,
+    /// The peer tool's version.
+    pub version: Option<String>,
+    /// Samples, or why there are none.
+    pub outcome: Result<Samples, Unavailable>,
+    /// Peers to compare with, in order of preference (warren rows).
+    pub peers: Vec<&'static str>,
+    /// Target for the p50, ms.
+    pub target_p50_ms: Option<f64>,
+}
+
+/// The machine the run was on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU model.
+    pub cpu: String,
+    /// CPUs available to the run.
+    pub cpus: usize,
+    /// The ns backend's helper.
+    pub ns_helper: String,
+}
+
+impl Host {
+    /// Reads the host's facts from /proc.
+    pub fn read(ns_helper: String) -> Self {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(0);
+        Self { kernel, cpu, cpus, ns_helper }
+    }
+}
+
+/// One row of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RowReport {
+    /// Row name.
+    pub name: String,
+    /// Warren or peer.
+    pub kind: RowKind,
+    /// What one iteration runs.
+    pub command: String,
+    /// The peer tool's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `ok`, `skipped` or `error`.
+    pub status: &'static str,
+    /// Why a row is skipped or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Latency summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Per-step summaries of a cold cycle.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, Summary>,
+    /// The peer compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The peer's p50, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_p50_ms: Option<f64>,
+    /// Peer p50 / warren p50: above 1, warren is faster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Target for the p50, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_p50_ms: Option<f64>,
+    /// `PASS` or `MISS` against the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'static str>,
+    /// Every timed sample, microseconds, in run order.
+    pub samples_us: Vec<u64>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Format version of this JSON.
+    pub format: u32,
+    /// When the run started, UTC.
+    pub started_utc: String,
+    /// The same, seconds since the epoch.
+    pub started_unix: u64,
+    /// The machine.
+    pub host: Host,
+    /// Timed iterations per row.
+    pub iterations: usize,
+    /// Untimed iterations before them.
+    pub warmup: usize,
+    /// The rows, warren's first.
+    pub rows: Vec<RowReport>,
+    /// No row failed and no target was missed.
+    pub clean: bool,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (Howard Hinnant's civil-from-days).
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Summaries, peer ratios and target results of the measured rows.
+pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started: SystemTime) -> Report {
+    let peer_p50 = |name: &str| {
+        rows.iter()
+            .filter(|r| r.kind == RowKind::Peer && r.name == name)
+            .find_map(|r| r.outcome.as_ref().ok().and_then(|s| summarize(&s.total)))
+            .map(|s| s.p50_ms)
+    };
+    let mut clean = true;
+    let mut out = Vec::new();
+    for r in rows {
+        let (status, message, summary, steps, samples_us) = match &r.outcome {
+            Ok(s) => {
+                let steps = s
+                    .steps
+                    .iter()
+                    .filter_map(|(k, v)| summarize(v).map(|sum| ((*k).to_owned(), sum)))
+                    .collect::<BTreeMap<_, _>>();
+                let us = s.total.iter().map(|d| d.as_micros() as u64).collect();
+                ("ok", None, summarize(&s.total), steps, us)
+            }
+            Err(Unavailable::Skipped(m)) => ("skipped", Some(m.clone()), None, BTreeMap::new(), vec![]),
+            Err(Unavailable::Error(m)) => ("error", Some(m.clone()), None, BTreeMap::new(), vec![]),
+        };
+        let peer = r.peers.iter().find_map(|p| peer_p50(p).map(|v| ((*p).to_owned(), v)));
+        let ratio = match (&peer, &summary) {
+            (Some((_, pp)), Some(s)) if s.p50_ms > 0.0 => Some(pp / s.p50_ms),
+            _ => None,
+        };
+        let result = r.target_p50_ms.map(|t| match &summary {
+            Some(s) if s.p50_ms <= t => "PASS",
+            _ => "MISS",
+        });
+        if status == "error" && r.kind == RowKind::Warren || result == Some("MISS") {
+            clean = false;
+        }
+        out.push(RowReport {
+            name: r.name.clone(),
+            kind: r.kind,
+            command: r.command.clone(),
+            version: r.version.clone(),
+            status,
+            message,
+            summary,
+            steps,
+            peer: peer.as_ref().map(|(n, _)| n.clone()).or_else(|| r.peers.first().map(|p| (*p).to_owned())),
+            peer_p50_ms: peer.map(|(_, v)| v),
+            ratio,
+            target_p50_ms: r.target_p50_ms,
+            result,
+            samples_us,
+        });
+    }
+    let started_unix = started.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Report { format: 1, started_utc: utc(started_unix), started_unix, host, iterations, warmup, rows: out, clean }
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The report as markdown: a header line, the table, step breakdowns, peer versions.
+pub fn markdown(rep: &Report) -> String {
+    let mut s = format!(
+        "warren-bench {}: {} iterations (+{} warm-up) per row; kernel {}, {} CPUs ({}); ns helper: {}\n\n",
+        rep.started_utc, rep.iterations, rep.warmup, rep.host.kernel, rep.host.cpus, rep.host.cpu, rep.host.ns_helper
+    );
+    s.push_str("| row | p50 | p99 | mean | peer | peer p50 | ratio (peer/warren) | target p50 | result |\n");
+    s.push_str("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |\n");
+    for r in &rep.rows {
+        let name = match r.kind {
+            RowKind::Warren => format!("**{}**", r.name),
+            RowKind::Peer => format!("peer: {}", r.name),
+        };
+        let (p50, p99, mean) = match (&r.summary, &r.message) {
+            (Some(x), _) => (fmt_ms(x.p50_ms), fmt_ms(x.p99_ms), fmt_ms(x.mean_ms)),
+            (None, Some(m)) => (format!("{}: {}", r.status, cell(m)), "-".into(), "-".into()),
+            (None, None) => ("-".into(), "-".into(), "-".into()),
+        };
+        let dash = || "-".to_owned();
+        let peer = r.peer.clone().unwrap_or_else(dash);
+        let peer_p50 = r.peer_p50_ms.map(fmt_ms).unwrap_or_else(dash);
+        let ratio = r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(dash);
+        let target = r.target_p50_ms.map(|t| format!("<= {t} ms")).unwrap_or_else(dash);
+        let result = r.result.unwrap_or("-");
+        s.push_str(&format!(
+            "| {name} | {p50} | {p99} | {mean} | {peer} | {peer_p50} | {ratio} | {target} | {result} |\n"
+        ));
+    }
+    let mut notes = Vec::new();
+    for r in rep.rows.iter().filter(|r| !r.steps.is_empty()) {
+        let parts = ["create", "start", "exec", "destroy"]
+            .iter()
+            .filter_map(|k| r.steps.get(*k).map(|x| format!("{k} {}", fmt_ms(x.p50_ms))))
+            .collect::<Vec<_>>();
+        notes.push(format!("- {} p50 by step: {}", r.name, parts.join(", ")));
+    }
+    for r in rep.rows.iter().filter(|r| r.kind == RowKind::Peer) {
+        let v = r.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
+        notes.push(format!("- peer {}{v}: `{}`", r.name, r.command));
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+        s.push_str(&notes.join("\n"));
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes the JSON to `json` and the markdown beside it (`.md`).
+pub fn write(rep: &Report, md: &str, json: &Path) -> Result<(), String> {
+    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(rep).map_err(|e| format!("encoding the report: {e}"))?;
+    std::fs::write(json, text + "\n").map_err(|e| format!("writing {}: {e}", json.display()))?;
+    let md_path = json.with_extension("md");
+    std::fs::write(&md_path, md).map_err(|e| format!("writing {}: {e}", md_path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn samples(ms: &[u64]) -> Samples {
+        Samples { total: ms.iter().map(|&m| Duration::from_millis(m)).collect(), steps: BTreeMap::new() }
+    }
+
+    fn host() -> Host {
+        Host { kernel: "k".into(), cpu: "c".into(), cpus: 2, ns_helper: "h".into() }
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn ratios_targets_and_failures() {
+        let rows = vec![
+            Row {
+                name: "ns cold cycle".into(),
+                kind: RowKind::Warren,
+                command: "c".into(),
+                version: None,
+                outcome: Ok(samples(&[2, 2, 4])),
+                peers: vec!["runc run", "bwrap"],
+                target_p50_ms: Some(5.0),
+            },
+            Row {
+                name: "ns exec".into(),
+                kind: RowKind::Warren,
+                command: "e".into(),
+                version: None,
+                outcome: Err(Unavailable::Error("boom | bang".into())),
+                peers: vec!["bwrap"],
+                target_p50_ms: Some(1.5),
+            },
+            Row {
+                name: "runc run".into(),
+                kind: RowKind::Peer,
+                command: "runc".into(),
+                version: None,
+                outcome: Err(Unavailable::Skipped("not installed".into())),
+                peers: vec![],
+                target_p50_ms: None,
+            },
+            Row {
+                name: "bwrap".into(),
+                kind: RowKind::Peer,
+                command: "bwrap".into(),
+                version: Some("bubblewrap 0.8.0".into()),
+                outcome: Ok(samples(&[6, 6, 6])),
+                peers: vec![],
+                target_p50_ms: None,
+            },
+        ];
+        let rep = build(&rows, host(), 3, 0, UNIX_EPOCH);
+        let cold = &rep.rows[0];
+        assert_eq!(cold.peer.as_deref(), Some("bwrap"), "falls back past the skipped runc");
+        assert_eq!(cold.ratio, Some(3.0));
+        assert_eq!(cold.result, Some("PASS"));
+        assert_eq!(cold.samples_us, vec![2000, 2000, 4000]);
+        assert_eq!(rep.rows[1].result, Some("MISS"));
+        assert!(!rep.clean);
+        let md = markdown(&rep);
+        assert!(
+            md.contains(
+                "| **ns cold cycle** | 2.000 ms | 4.000 ms | 2.667 ms | bwrap | 6.000 ms | 3.00x | <= 5 ms | PASS |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("error: boom \\| bang"), "{md}");
+        assert!(md.contains("| peer: runc run | skipped: not installed |"), "{md}");
+        let json = serde_json::to_value(&rep).expect("serialises");
+        assert_eq!(json["rows"][2]["status"], "skipped");
+    }
+}

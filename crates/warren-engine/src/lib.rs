@@ -1,0 +1,580 @@
+//! Warren's engine: the one place that ties the pieces together.
+//!
+//! * picks the backend (`auto`: `ns` when the host can run it, else `dir`) and says why;
+//! * keeps workspaces in the [`Store`] (`{state}/warren.db`) and gives each user a fixed uid;
+//! * serialises changes to a workspace across threads *and processes* with an `flock` on
+//!   `{state}/locks/{user}.lock`, so several `warren` commands (or a server and a CLI) can work on
+//!   the same state directory at once;
+//! * records every change in the store's audit trail;
+//! * on open, asks the backend how each stored workspace really is (the host is the truth) and
+//!   records where that differs from what was last asked for.
+//!
+//! The state a caller sees ([`WorkspaceInfo::state`]) always comes live from the backend.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{field, info, warn, Span};
+use warren_backend_dir::DirBackend;
+use warren_backend_ns::{HelperCmd, NsBackend};
+use warren_core::backend::blocking;
+use warren_core::config::Config;
+use warren_core::fs::DirEntry;
+use warren_core::{
+    Backend, BackendKind, Capabilities, Error, ExecHandle, ExecOutput, ExecRequest, Limits, Result, State, Stats,
+    UserId, WorkspaceId, WorkspacePath, WorkspaceSpec,
+};
+use warren_store::{DesiredState, NewEvent, Store, StoreError, WorkspaceRecord};
+
+pub use warren_store::{Event, Timestamp};
+
+/// How to open the engine, beyond the [`Config`].
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// How the ns backend starts its helper; `None` finds it ([`HelperCmd::locate`]).
+    pub ns_helper: Option<HelperCmd>,
+}
+
+/// Options of [`Engine::create`]; `None` takes the configured default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Resource limits.
+    pub limits: Option<Limits>,
+    /// Network access beyond loopback.
+    pub network: Option<bool>,
+}
+
+/// A workspace as a caller sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkspaceInfo {
+    /// Its owner.
+    pub user: UserId,
+    /// Its id.
+    pub workspace_id: WorkspaceId,
+    /// Linux account name inside it.
+    pub username: String,
+    /// Host uid (and gid) that owns its files and runs its processes.
+    pub uid: u32,
+    /// The backend that holds it.
+    pub backend: BackendKind,
+    /// What the host shows now (asked from the backend on every call).
+    pub state: State,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Network beyond loopback.
+    pub network: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The engine. Share it behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    kind: BackendKind,
+    backend: Arc<dyn Backend>,
+    /// Backends of workspaces created under another backend than the one picked now.
+    others: Mutex<HashMap<BackendKind, Arc<dyn Backend>>>,
+    ns_helper: Option<HelperCmd>,
+    store: Arc<Store>,
+    locks: PathBuf,
+}
+
+impl Engine {
+    /// Opens the engine on `cfg.state_dir` (creating it), picks the backend and reconciles the
+    /// stored workspaces with the host.
+    pub async fn open(cfg: Config, opts: EngineOptions) -> Result<Engine> {
+        cfg.limits.validate().map_err(|e| Error::InvalidRequest(format!("configured default limits: {e}")))?;
+        check_uid_range(&cfg)?;
+        let state = cfg.state_dir.clone();
+        let locks = state.join("locks");
+        let db = state.join("warren.db");
+        let store = {
+            let (state, locks) = (state.clone(), locks.clone());
+            blocking(move || {
+                prepare_dirs(&state, &locks)?;
+                Store::open(&db).map_err(Error::from)
+            })
+            .await?
+        };
+        let (kind, backend) = pick_backend(&cfg, opts.ns_helper.clone())?;
+        let engine = Engine {
+            cfg,
+            kind,
+            backend,
+            others: Mutex::new(HashMap::new()),
+            ns_helper: opts.ns_helper,
+            store: Arc::new(store),
+            locks,
+        };
+        engine.reconcile().await;
+        Ok(engine)
+    }
+
+    /// The backend new workspaces are created with.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// What that backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Creates the user's workspace (stopped). `AlreadyExists` if the user has one.
+    ///
+    /// The user's uid is allocated on first use and kept forever: a user who destroys and
+    /// recreates their workspace gets the same uid back.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn create(&self, user: &UserId, opts: CreateOptions) -> Result<WorkspaceInfo> {
+        let limits = opts.limits.unwrap_or_else(|| self.cfg.limits.clone());
+        limits.validate()?;
+        let network = opts.network.unwrap_or(self.cfg.network);
+        let _lock = self.lock(user).await?;
+        let u = user.clone();
+        if self.db(move |s| s.get_workspace(&u)).await?.is_some() {
+            return Err(Error::AlreadyExists(format!("workspace of user {user}")));
+        }
+        let (u, base, count) = (user.clone(), self.cfg.uid_base, self.cfg.uid_count);
+        let uid = self.db(move |s| s.allocate_uid(&u, base, count)).await?;
+        let now = Timestamp::now();
+        let rec = WorkspaceRecord {
+            user: user.clone(),
+            workspace_id: WorkspaceId::generate(),
+            uid,
+            username: user.linux_username(),
+            backend: self.kind,
+            desired_state: DesiredState::Stopped,
+            limits,
+            network,
+            created_at: now,
+            updated_at: now,
+        };
+        Span::current().record("workspace", field::display(&rec.workspace_id));
+        let event = NewEvent::new(
+            "create",
+            json!({ "uid": uid, "backend": self.kind, "limits": rec.limits, "network": network }),
+        );
+        let r = rec.clone();
+        self.db(move |s| s.insert_workspace(&r, &event)).await?;
+        let spec = spec_of(&rec);
+        if let Err(e) = self.backend.create(&spec).await {
+            warn!(error = %e, "the backend failed to create the workspace; removing it again");
+            if !matches!(e, Error::AlreadyExists(_)) {
+                if let Err(e2) = self.backend.destroy(&spec).await {
+                    warn!(error = %e2, "cleaning up after the failed create failed too");
+                }
+            }
+            let (u, event) = (user.clone(), NewEvent::new("create_failed", json!({ "error": e.to_string() })));
+            if let Err(e2) = self.db(move |s| s.delete_workspace(&u, &event)).await {
+                warn!(error = %e2, "forgetting the failed workspace failed");
+            }
+            return Err(e);
+        }
+        let state = self.backend.status(&spec).await?.state;
+        info!(uid, backend = %self.kind, "created workspace");
+        Ok(info_of(rec, state))
+    }
+
+    /// Starts the user's workspace; a running one is left as it is.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn start(&self, user: &UserId) -> Result<WorkspaceInfo> {
+        let _lock = self.lock(user).await?;
+        self.start_locked(user, "start").await
+    }
+
+    async fn start_locked(&self, user: &UserId, kind: &'static str) -> Result<WorkspaceInfo> {
+        let (rec, backend) = self.lookup(user).await?;
+        let status = backend.start(&spec_of(&rec)).await?;
+        let (u, event) = (user.clone(), NewEvent::new(kind, json!({ "pid": status.pid })));
+        let rec = self.db(move |s| s.set_desired_state(&u, DesiredState::Running, &event)).await?;
+        info!(pid = status.pid, "started workspace");
+        Ok(info_of(rec, status.state))
+    }
+
+    /// Starts the user's workspace unless it is running already (for callers that want
+    /// "exec starts it if needed"; [`Engine::exec`] itself never starts a workspace).
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn ensure_running(&self, user: &UserId) -> Result<WorkspaceInfo> {
+        let info = self.status(user).await?;
+        if info.state == State::Running {
+            return Ok(info);
+        }
+        let _lock = self.lock(user).await?;
+        // Someone else may have started it while this call waited for the lock.
+        let info = self.status(user).await?;
+        if info.state == State::Running {
+            return Ok(info);
+        }
+        self.start_locked(user, "auto_start").await
+    }
+
+    /// Stops the user's workspace, killing every process in it. Files stay.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn stop(&self, user: &UserId) -> Result<WorkspaceInfo> {
+        let _lock = self.lock(user).await?;
+        let (rec, backend) = self.lookup(user).await?;
+        let spec = spec_of(&rec);
+        backend.stop(&spec).await?;
+        let (u, event) = (user.clone(), NewEvent::new("stop", json!({})));
+        let rec = self.db(move |s| s.set_desired_state(&u, DesiredState::Stopped, &event)).await?;
+        let state = backend.status(&spec).await?.state;
+        info!("stopped workspace");
+        Ok(info_of(rec, state))
+    }
+
+    /// Stops the user's workspace and deletes it with all its files. The user keeps their uid.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn destroy(&self, user: &UserId) -> Result<()> {
+        let _lock = self.lock(user).await?;
+        let (rec, backend) = self.lookup(user).await?;
+        backend.destroy(&spec_of(&rec)).await?;
+        let (u, event) = (user.clone(), NewEvent::new("destroy", json!({})));
+        self.db(move |s| s.delete_workspace(&u, &event)).await?;
+        info!("destroyed workspace");
+        Ok(())
+    }
+
+    /// The user's workspace, with its state as the host shows it now.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn status(&self, user: &UserId) -> Result<WorkspaceInfo> {
+        let (rec, backend) = self.lookup(user).await?;
+        let state = backend.status(&spec_of(&rec)).await?.state;
+        Ok(info_of(rec, state))
+    }
+
+    /// Every workspace, ordered by user id, each with its live state.
+    pub async fn list(&self) -> Result<Vec<WorkspaceInfo>> {
+        let recs = self.db(|s| s.list_workspaces()).await?;
+        let mut out = Vec::with_capacity(recs.len());
+        for rec in recs {
+            let backend = self.backend_for(rec.backend)?;
+            let state = backend.status(&spec_of(&rec)).await?.state;
+            out.push(info_of(rec, state));
+        }
+        Ok(out)
+    }
+
+    /// Runs a command to completion in the user's workspace. The workspace must be running
+    /// (the backend's `Conflict` otherwise; see [`Engine::ensure_running`]).
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn exec(&self, user: &UserId, req: ExecRequest) -> Result<ExecOutput> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.exec(&spec_of(&rec), req).await
+    }
+
+    /// Starts a command in the user's workspace and streams its output.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn exec_stream(&self, user: &UserId, req: ExecRequest) -> Result<ExecHandle> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.exec_stream(&spec_of(&rec), req).await
+    }
+
+    /// Reads a file of the user's workspace.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn read_file(&self, user: &UserId, path: &WorkspacePath) -> Result<Vec<u8>> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.read_file(&spec_of(&rec), path).await
+    }
+
+    /// Writes a file (atomically, creating parent directories) with permission bits `mode`.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn write_file(&self, user: &UserId, path: &WorkspacePath, data: Vec<u8>, mode: u32) -> Result<()> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.write_file(&spec_of(&rec), path, data, mode).await
+    }
+
+    /// Lists a directory of the user's workspace.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn list_files(&self, user: &UserId, path: &WorkspacePath) -> Result<Vec<DirEntry>> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.list_files(&spec_of(&rec), path).await
+    }
+
+    /// Creates a directory and its parents.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn make_dir(&self, user: &UserId, path: &WorkspacePath) -> Result<()> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.make_dir(&spec_of(&rec), path).await
+    }
+
+    /// Deletes a file, or a directory (with its contents when `recursive`).
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn delete_file(&self, user: &UserId, path: &WorkspacePath, recursive: bool) -> Result<()> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.delete_file(&spec_of(&rec), path, recursive).await
+    }
+
+    /// Resource usage of the user's workspace.
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn stats(&self, user: &UserId) -> Result<Stats> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.stats(&spec_of(&rec)).await
+    }
+
+    /// The last `limit` events of the audit trail (of `user` if given), oldest first.
+    pub async fn events(&self, user: Option<&UserId>, limit: usize) -> Result<Vec<Event>> {
+        let u = user.cloned();
+        self.db(move |s| s.events(u.as_ref(), limit)).await
+    }
+
+    /// The stored record and its backend; `NotFound` if the user has no workspace.
+    async fn lookup(&self, user: &UserId) -> Result<(WorkspaceRecord, Arc<dyn Backend>)> {
+        let u = user.clone();
+        let rec = self
+            .db(move |s| s.get_workspace(&u))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("workspace of user {user}")))?;
+        Span::current().record("workspace", field::display(&rec.workspace_id));
+        let backend = self.backend_for(rec.backend)?;
+        Ok((rec, backend))
+    }
+
+    /// The backend holding workspaces of `kind`: the picked one, or another opened on demand
+    /// (a workspace stays with the backend it was created with).
+    fn backend_for(&self, kind: BackendKind) -> Result<Arc<dyn Backend>> {
+        if kind == self.kind {
+            return Ok(self.backend.clone());
+        }
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = others.get(&kind) {
+            return Ok(b.clone());
+        }
+        info!(backend = %kind, "opening the {kind} backend for workspaces created with it");
+        let b = open_backend(kind, &self.cfg.state_dir, self.ns_helper.clone())?;
+        others.insert(kind, b.clone());
+        Ok(b)
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, StoreError> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        blocking(move || f(&store).map_err(Error::from)).await
+    }
+
+    /// Takes the user's workspace lock, waiting for another thread or process that holds it.
+    async fn lock(&self, user: &UserId) -> Result<Flock<File>> {
+        let path = self.lock_path(user);
+        let user = user.clone();
+        blocking(move || {
+            let file = open_lock_file(&path)?;
+            let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(l),
+                Err((f, Errno::EWOULDBLOCK)) => f,
+                Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
+            };
+            info!(user = %user, "waiting for another warren process working on this workspace");
+            let mut file = file;
+            loop {
+                match Flock::lock(file, FlockArg::LockExclusive) {
+                    Ok(l) => return Ok(l),
+                    Err((f, Errno::EINTR)) => file = f,
+                    Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The user's lock if nobody holds it now.
+    async fn try_lock(&self, user: &UserId) -> Result<Option<Flock<File>>> {
+        let path = self.lock_path(user);
+        blocking(move || {
+            let file = open_lock_file(&path)?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => Ok(Some(l)),
+                Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+                Err((_, e)) => Err(Error::errno(format!("locking {}", path.display()), e)),
+            }
+        })
+        .await
+    }
+
+    fn lock_path(&self, user: &UserId) -> PathBuf {
+        self.locks.join(format!("{user}.lock"))
+    }
+
+    /// Compares each stored workspace with what the host shows and records differences. The
+    /// host wins: the desired state follows it. A workspace another process is working on right
+    /// now (its lock is held) is left alone. Failures are logged, never fatal.
+    async fn reconcile(&self) {
+        let recs = match self.db(|s| s.list_workspaces()).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "reconcile: listing workspaces failed");
+                return;
+            }
+        };
+        for rec in recs {
+            if let Err(e) = self.reconcile_one(&rec).await {
+                warn!(user = %rec.user, workspace = %rec.workspace_id, error = %e, "reconcile failed");
+            }
+        }
+    }
+
+    async fn reconcile_one(&self, rec: &WorkspaceRecord) -> Result<()> {
+        let Some(_lock) = self.try_lock(&rec.user).await? else {
+            tracing::debug!(user = %rec.user, "reconcile: workspace busy, skipped");
+            return Ok(());
+        };
+        // Re-read under the lock: the row may have changed since it was listed.
+        let u = rec.user.clone();
+        let Some(rec) = self.db(move |s| s.get_workspace(&u)).await? else { return Ok(()) };
+        let backend = self.backend_for(rec.backend)?;
+        let actual = backend.status(&spec_of(&rec)).await?.state;
+        let agree = matches!(
+            (rec.desired_state, actual),
+            (DesiredState::Running, State::Running) | (DesiredState::Stopped, State::Stopped)
+        );
+        if agree {
+            return Ok(());
+        }
+        let follow = if actual == State::Running { DesiredState::Running } else { DesiredState::Stopped };
+        if actual == State::Absent {
+            // Recorded once, not on every open.
+            let u = rec.user.clone();
+            let last = self.db(move |s| s.events(Some(&u), 1)).await?;
+            if last.first().is_some_and(|e| e.kind == "reconcile" && e.detail["actual"] == "absent") {
+                warn!(user = %rec.user, workspace = %rec.workspace_id, "workspace is stored but the backend has none: destroy it");
+                return Ok(());
+            }
+        }
+        warn!(
+            user = %rec.user,
+            workspace = %rec.workspace_id,
+            desired = %rec.desired_state,
+            actual = %actual,
+            "workspace state on the host differs from the last one asked for; the host wins"
+        );
+        let (u, event) =
+            (rec.user.clone(), NewEvent::new("reconcile", json!({ "desired": rec.desired_state, "actual": actual })));
+        self.db(move |s| s.set_desired_state(&u, follow, &event)).await?;
+        Ok(())
+    }
+}
+
+fn spec_of(rec: &WorkspaceRecord) -> WorkspaceSpec {
+    WorkspaceSpec {
+        id: rec.workspace_id.clone(),
+        user: rec.user.clone(),
+        username: rec.username.clone(),
+        uid: rec.uid,
+        gid: rec.uid,
+        limits: rec.limits.clone(),
+        network: rec.network,
+        image: None,
+    }
+}
+
+fn info_of(rec: WorkspaceRecord, state: State) -> WorkspaceInfo {
+    WorkspaceInfo {
+        user: rec.user,
+        workspace_id: rec.workspace_id,
+        username: rec.username,
+        uid: rec.uid,
+        backend: rec.backend,
+        state,
+        limits: rec.limits,
+        network: rec.network,
+        created_at: rec.created_at,
+    }
+}
+
+fn check_uid_range(cfg: &Config) -> Result<()> {
+    let end = u64::from(cfg.uid_base) + u64::from(cfg.uid_count);
+    if cfg.uid_base == 0 || cfg.uid_count == 0 || end > u64::from(u32::MAX) {
+        return Err(Error::InvalidRequest(format!(
+            "uid_base {} and uid_count {} must give a non-empty range of unprivileged uids below {}",
+            cfg.uid_base,
+            cfg.uid_count,
+            u32::MAX
+        )));
+    }
+    Ok(())
+}
+
+/// `{state}` and `{state}/workspaces` mode 0711 (per-uid processes reach their home but cannot
+/// list others), `{state}/locks` mode 0700.
+fn prepare_dirs(state: &Path, locks: &Path) -> Result<()> {
+    let hint = "set --state-dir or WARREN_STATE_DIR to a directory you can write";
+    for (dir, mode) in [(state.to_owned(), 0o711), (state.join("workspaces"), 0o711), (locks.to_owned(), 0o700)] {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating the state directory {} ({hint})", dir.display()), e))?;
+        let md = std::fs::metadata(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        if md.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("setting mode {mode:o} on {}", dir.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))
+}
+
+fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind, Arc<dyn Backend>)> {
+    let kind = match cfg.backend {
+        BackendKind::Auto => match NsBackend::probe() {
+            Ok(()) => {
+                info!(backend = "ns", "backend auto: picked ns (this host supports namespaces, cgroups and seccomp)");
+                BackendKind::Ns
+            }
+            Err(why) => {
+                info!(backend = "dir", reason = %why, "backend auto: picked dir, because the ns backend cannot run here: {why}");
+                BackendKind::Dir
+            }
+        },
+        kind => {
+            info!(backend = %kind, "backend {kind}, as configured");
+            kind
+        }
+    };
+    Ok((kind, open_backend(kind, &cfg.state_dir, helper)?))
+}
+
+fn open_backend(kind: BackendKind, state: &Path, helper: Option<HelperCmd>) -> Result<Arc<dyn Backend>> {
+    match kind {
+        BackendKind::Dir => {
+            DirBackend::probe().map_err(|why| Error::Unsupported(format!("the dir backend cannot run here: {why}")))?;
+            Ok(Arc::new(DirBackend::new(state)?))
+        }
+        BackendKind::Ns => {
+            NsBackend::probe().map_err(|why| {
+                Error::Unsupported(format!("the ns backend cannot run on this host: {why}; use --backend dir"))
+            })?;
+            Ok(Arc::new(NsBackend::new(state, helper)?))
+        }
+        BackendKind::Docker => {
+            Err(Error::Unsupported("the docker backend is not built yet: use --backend ns, dir or auto".into()))
+        }
+        BackendKind::Auto => Err(Error::Internal("backend 'auto' must be resolved before opening it".into())),
+    }
+}
+
+// The server shares one engine between tasks.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Engine>();
+};

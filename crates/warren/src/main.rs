@@ -1,0 +1,701 @@
+//! `warren`: isolated, persistent workspaces per user, from the command line.
+
+mod term;
+mod units;
+
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use warren_core::config::Config;
+use warren_core::fs::{DirEntry, FileKind};
+use warren_core::{BackendKind, ExecControl, ExecEvent, ExecRequest, Limits, UserId, WorkspacePath};
+use warren_engine::{CreateOptions, Engine, EngineOptions, Timestamp, WorkspaceInfo};
+
+use units::Limit;
+
+const EXAMPLES: &str = "\
+Examples:
+  warren workspace create u_123 --memory 512M --cpus 1.5
+  warren exec u_123 -- sh -c 'echo hi > f; id'
+  warren cat u_123 f
+  warren shell u_123
+  warren workspace list --json
+  warren --backend dir --state-dir /tmp/warren workspace status u_123
+
+State directory: --state-dir, else $WARREN_STATE_DIR, else state_dir in the --config file, else
+/var/lib/warren as root and $XDG_DATA_HOME/warren (~/.local/share/warren) otherwise.
+Logs go to stderr: -v, -vv, -vvv, or a filter in $WARREN_LOG (like WARREN_LOG=warren_engine=debug).";
+
+/// Isolated, persistent workspaces, one per user: create them, run commands in them, move files
+/// in and out.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, after_help = EXAMPLES, propagate_version = true)]
+struct Cli {
+    /// Where workspaces and warren's state live.
+    #[arg(long, global = true, env = "WARREN_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Backend for new workspaces: auto (ns if this host can run it, else dir), ns, dir or docker.
+    #[arg(long, global = true, env = "WARREN_BACKEND", value_name = "KIND", value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// A TOML file of settings (state_dir, backend, network, uid_base, uid_count and a [limits] table).
+    #[arg(long, global = true, env = "WARREN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create, start, stop, inspect and destroy workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+    /// Run a command in a user's workspace (starting it if it is stopped).
+    #[command(after_help = "\
+Examples:
+  warren exec u_123 -- sh -c 'echo hi > f; id'
+  warren exec u_123 --cwd src --env RUST_LOG=debug --timeout 5m -- make test
+  echo 'print(1+1)' | warren exec u_123 -- python3 -
+
+The exit code is the command's (128 + the signal number if a signal killed it; 124 if --timeout
+killed it). Standard input is passed on when it is not a terminal. Output streams as it comes.")]
+    Exec(ExecArgs),
+    /// Open an interactive shell (a terminal) in a user's workspace.
+    #[command(after_help = "\
+Examples:
+  warren shell u_123
+  warren shell u_123 --cwd src
+  warren shell u_123 -- python3
+
+Needs a terminal. The local terminal is in raw mode while the shell runs and is restored after.")]
+    Shell(ShellArgs),
+    /// List a directory of a workspace.
+    #[command(after_help = "Examples:\n  warren ls u_123\n  warren ls u_123 src --json")]
+    Ls {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+        /// Directory, relative to the workspace's home (default: the home).
+        path: Option<String>,
+    },
+    /// Print a file of a workspace.
+    #[command(after_help = "Examples:\n  warren cat u_123 notes.txt\n  warren cat u_123 out.tar > out.tar")]
+    Cat {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+        /// File, relative to the workspace's home.
+        path: String,
+    },
+    /// Write a file into a workspace, from stdin or a local file (parent directories are created).
+    #[command(after_help = "\
+Examples:
+  echo hello | warren put u_123 notes.txt
+  warren put u_123 bin/run.sh --from ./run.sh --mode 755")]
+    Put {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+        /// File, relative to the workspace's home.
+        path: String,
+        /// Read the content from this local file instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "644", value_parser = units::parse_mode)]
+        mode: u32,
+    },
+    /// Delete a file or directory of a workspace.
+    #[command(after_help = "Examples:\n  warren rm u_123 notes.txt\n  warren rm u_123 build -r")]
+    Rm {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+        /// File or directory, relative to the workspace's home.
+        path: String,
+        /// Delete a directory with everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Show the audit trail (the last events, of one user or all).
+    #[command(after_help = "Examples:\n  warren events\n  warren events u_123 --limit 20 --json")]
+    Events {
+        /// Only this user's events.
+        #[arg(value_parser = parse_user)]
+        user: Option<UserId>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCmd {
+    /// Create a user's workspace (stopped; `start` it or just `exec` in it).
+    #[command(after_help = "\
+Examples:
+  warren workspace create u_123
+  warren workspace create u_123 --memory 1G --cpus 2 --pids 512 --network
+
+Limits not given take the configured defaults (memory 512M, cpus 1, pids 256, disk 2G);
+'unlimited' switches one off. The user keeps the same uid even after destroy and create.")]
+    Create(CreateArgs),
+    /// Start a user's workspace.
+    #[command(after_help = "Example:\n  warren workspace start u_123")]
+    Start {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// Stop a user's workspace, killing every process in it (files stay).
+    #[command(after_help = "Example:\n  warren workspace stop u_123")]
+    Stop {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// Show a user's workspace and its state on the host.
+    #[command(after_help = "Examples:\n  warren workspace status u_123\n  warren workspace status u_123 --json")]
+    Status {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// Delete a user's workspace and all its files.
+    #[command(after_help = "Example:\n  warren workspace destroy u_123")]
+    Destroy {
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// List all workspaces.
+    #[command(after_help = "Examples:\n  warren workspace list\n  warren workspace list --json")]
+    List,
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// The user (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit).
+    #[arg(value_parser = parse_user)]
+    user: UserId,
+    /// Memory limit, like 512M or 2G.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
+    memory: Option<Limit<u64>>,
+    /// CPU limit in cores, like 1.5.
+    #[arg(long, value_name = "CORES", value_parser = units::parse_cpus)]
+    cpus: Option<Limit<u32>>,
+    /// Most processes and threads.
+    #[arg(long, value_name = "N", value_parser = units::parse_count)]
+    pids: Option<Limit<u32>>,
+    /// Disk limit, like 2G.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
+    disk: Option<Limit<u64>>,
+    /// Give the workspace network access beyond loopback.
+    #[arg(long, overrides_with = "no_network")]
+    network: bool,
+    /// No network beyond loopback (the default unless the config says otherwise).
+    #[arg(long)]
+    no_network: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// The user.
+    #[arg(value_parser = parse_user)]
+    user: UserId,
+    /// Working directory, relative to the workspace's home.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = units::parse_env)]
+    env: Vec<(String, String)>,
+    /// Kill the command after this long (like 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    timeout: Option<Duration>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ShellArgs {
+    /// The user.
+    #[arg(value_parser = parse_user)]
+    user: UserId,
+    /// Working directory, relative to the workspace's home.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = units::parse_env)]
+    env: Vec<(String, String)>,
+    /// Program to run instead of a login shell (after `--`).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    argv: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<UserId, String> {
+    UserId::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse().map_err(|e: warren_core::Error| e.to_string())
+}
+
+fn main() {
+    // The namespace helper re-executes this binary: it must not see clap, logging or tokio.
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(warren_backend_ns::HELPER_ARG)) {
+        warren_backend_ns::helper_main(std::env::args_os().skip(2).collect());
+    }
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let cfg = load_config(&cli)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let engine = Engine::open(cfg, EngineOptions::default()).await?;
+        dispatch(&engine, cli.cmd, cli.json).await
+    })
+}
+
+/// The configuration: defaults, then the `--config` file, then `--state-dir` and `--backend`
+/// (or their environment variables).
+fn load_config(cli: &Cli) -> Result<Config> {
+    let (mut cfg, file_sets_state) = match &cli.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            let cfg: Config =
+                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+            let table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
+            (cfg, table.contains_key("state_dir"))
+        }
+        None => (Config::default(), false),
+    };
+    if let Some(dir) = &cli.state_dir {
+        cfg.state_dir = dir.clone();
+    } else if !file_sets_state {
+        cfg.state_dir = default_state_dir()?;
+    }
+    if let Some(b) = cli.backend {
+        cfg.backend = b;
+    }
+    if cfg.state_dir.is_relative() {
+        let cwd = std::env::current_dir().context("finding the current directory")?;
+        cfg.state_dir = cwd.join(&cfg.state_dir);
+    }
+    Ok(cfg)
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/warren"));
+    }
+    let abs = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = abs(std::env::var_os("XDG_DATA_HOME")) {
+        return Ok(xdg.join("warren"));
+    }
+    if let Some(home) = abs(std::env::var_os("HOME")) {
+        return Ok(home.join(".local/share/warren"));
+    }
+    bail!("cannot pick a state directory (no $XDG_DATA_HOME or $HOME): give --state-dir or set WARREN_STATE_DIR")
+}
+
+async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
+    match cmd {
+        Cmd::Workspace(w) => workspace(engine, w, json).await,
+        Cmd::Exec(a) => exec(engine, a, json).await,
+        Cmd::Shell(a) => shell(engine, a).await,
+        Cmd::Ls { user, path } => {
+            let path = WorkspacePath::new(path.unwrap_or_default())?;
+            let mut entries = engine.list_files(&user, &path).await?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                print_json(&entries)?;
+            } else {
+                print_entries(&entries)?;
+            }
+            Ok(0)
+        }
+        Cmd::Cat { user, path } => {
+            let data = engine.read_file(&user, &WorkspacePath::new(path)?).await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data).and_then(|_| out.flush()).context("writing to stdout")?;
+            Ok(0)
+        }
+        Cmd::Put { user, path, from, mode } => {
+            let path = WorkspacePath::new(path)?;
+            let data = match from {
+                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        bail!("put reads the file's content from stdin: pipe it in, or give --from FILE");
+                    }
+                    let mut buf = Vec::new();
+                    std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+                    buf
+                }
+            };
+            let n = data.len();
+            engine.write_file(&user, &path, data, mode).await?;
+            if json {
+                print_json(&serde_json::json!({ "path": path.to_string(), "bytes": n, "mode": format!("{mode:o}") }))?;
+            }
+            Ok(0)
+        }
+        Cmd::Rm { user, path, recursive } => {
+            engine.delete_file(&user, &WorkspacePath::new(path)?, recursive).await?;
+            Ok(0)
+        }
+        Cmd::Events { user, limit } => {
+            let events = engine.events(user.as_ref(), limit).await?;
+            if json {
+                print_json(&events)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                for e in events {
+                    let who = e.user.as_ref().map_or("-".to_owned(), ToString::to_string);
+                    writeln!(out, "{}  {who:<20} {:<14} {}", e.at, e.kind, e.detail)?;
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn workspace(engine: &Engine, cmd: WorkspaceCmd, json: bool) -> Result<i32> {
+    match cmd {
+        WorkspaceCmd::Create(a) => {
+            let defaults = engine.config().limits.clone();
+            let limits = Limits {
+                memory_bytes: a.memory.map_or(defaults.memory_bytes, |l| l.0),
+                cpu_millis: a.cpus.map_or(defaults.cpu_millis, |l| l.0),
+                pids: a.pids.map_or(defaults.pids, |l| l.0),
+                disk_bytes: a.disk.map_or(defaults.disk_bytes, |l| l.0),
+                nofile: defaults.nofile,
+            };
+            let network = if a.network {
+                Some(true)
+            } else if a.no_network {
+                Some(false)
+            } else {
+                None
+            };
+            let info = engine.create(&a.user, CreateOptions { limits: Some(limits), network }).await?;
+            if json {
+                print_json(&info)?;
+            } else {
+                println!(
+                    "created workspace {} for {} (uid {}, backend {}, {})",
+                    info.workspace_id, info.user, info.uid, info.backend, info.state
+                );
+            }
+        }
+        WorkspaceCmd::Start { user } => state_line(&engine.start(&user).await?, json)?,
+        WorkspaceCmd::Stop { user } => state_line(&engine.stop(&user).await?, json)?,
+        WorkspaceCmd::Status { user } => {
+            let info = engine.status(&user).await?;
+            if json {
+                print_json(&info)?;
+            } else {
+                print_status(&info)?;
+            }
+        }
+        WorkspaceCmd::Destroy { user } => {
+            engine.destroy(&user).await?;
+            if json {
+                print_json(&serde_json::json!({ "destroyed": user }))?;
+            } else {
+                println!("destroyed the workspace of {user}");
+            }
+        }
+        WorkspaceCmd::List => {
+            let list = engine.list().await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "{:<24} {:<30} {:<8} {:<7} {:>10}  CREATED",
+                    "USER", "WORKSPACE", "STATE", "BACKEND", "UID"
+                )?;
+                for i in list {
+                    writeln!(
+                        out,
+                        "{:<24} {:<30} {:<8} {:<7} {:>10}  {}",
+                        i.user.as_str(),
+                        i.workspace_id.as_str(),
+                        i.state.to_string(),
+                        i.backend.as_str(),
+                        i.uid,
+                        i.created_at
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn state_line(info: &WorkspaceInfo, json: bool) -> Result<()> {
+    if json {
+        print_json(info)
+    } else {
+        println!("{}: {}", info.user, info.state);
+        Ok(())
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).context("writing JSON")?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn limit<T: Copy>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| "unlimited".to_owned(), f)
+}
+
+fn print_status(i: &WorkspaceInfo) -> Result<()> {
+    let l = &i.limits;
+    let limits = format!(
+        "memory {}, cpus {}, pids {}, disk {}, open files {}",
+        limit(l.memory_bytes, units::format_size),
+        limit(l.cpu_millis, |m| format!("{}", f64::from(m) / 1000.0)),
+        limit(l.pids, |p| p.to_string()),
+        limit(l.disk_bytes, units::format_size),
+        l.nofile
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "user:      {}", i.user)?;
+    writeln!(out, "workspace: {}", i.workspace_id)?;
+    writeln!(out, "state:     {}", i.state)?;
+    writeln!(out, "backend:   {}", i.backend)?;
+    writeln!(out, "uid:       {} (user {})", i.uid, i.username)?;
+    writeln!(out, "network:   {}", if i.network { "on" } else { "loopback only" })?;
+    writeln!(out, "limits:    {limits}")?;
+    writeln!(out, "created:   {}", i.created_at)?;
+    Ok(())
+}
+
+fn print_entries(entries: &[DirEntry]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for e in entries {
+        let (k, suffix) = match e.kind {
+            FileKind::Dir => ('d', "/"),
+            FileKind::File => ('-', ""),
+            FileKind::Symlink => ('l', "@"),
+            FileKind::Other => ('?', ""),
+        };
+        let when = Timestamp::from_millis(e.mtime.saturating_mul(1000)).to_string();
+        let when = when.get(..19).unwrap_or(&when).replace('T', " ");
+        writeln!(out, "{k}{:03o} {:>10}  {when}  {}{suffix}", e.mode & 0o777, e.size, e.name)?;
+    }
+    Ok(())
+}
+
+/// What `exec --json` prints.
+#[derive(Serialize)]
+struct ExecJson {
+    exit_code: i32,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+    timed_out: bool,
+    truncated: bool,
+    duration_ms: u128,
+}
+
+async fn exec(engine: &Engine, a: ExecArgs, json: bool) -> Result<i32> {
+    engine.ensure_running(&a.user).await?;
+    let req = ExecRequest { argv: a.argv, env: a.env, cwd: a.cwd, stdin: None, timeout: a.timeout, tty: None };
+    req.validate()?;
+    let stdin_piped = !std::io::stdin().is_terminal();
+    if json {
+        // Collected, not streamed: one JSON document at the end.
+        let mut req = req;
+        if stdin_piped {
+            let mut buf = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+            req.stdin = Some(buf);
+        }
+        let out = engine.exec(&a.user, req).await?;
+        print_json(&ExecJson {
+            exit_code: out.exit_code,
+            signal: out.signal,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out: out.timed_out,
+            truncated: out.truncated,
+            duration_ms: out.duration.as_millis(),
+        })?;
+        return Ok(if out.timed_out { 124 } else { out.exit_code });
+    }
+    let timeout = req.timeout;
+    let mut h = engine.exec_stream(&a.user, req).await?;
+    match h.stdin.take() {
+        Some(tx) if stdin_piped => forward_stdin(tx),
+        _ => {} // dropping the sender closes the command's stdin
+    }
+    stream(h, timeout, None).await
+}
+
+async fn shell(engine: &Engine, a: ShellArgs) -> Result<i32> {
+    if !std::io::stdin().is_terminal() {
+        bail!("warren shell needs a terminal on stdin; for scripts use `warren exec USER -- CMD`");
+    }
+    engine.ensure_running(&a.user).await?;
+    let argv = if a.argv.is_empty() {
+        ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        a.argv
+    };
+    let size = term::size().unwrap_or(warren_core::TtySize { rows: 24, cols: 80 });
+    let req = ExecRequest { argv, env: a.env, cwd: a.cwd, stdin: None, timeout: None, tty: Some(size) };
+    let mut h = engine.exec_stream(&a.user, req).await?;
+    let raw = term::RawMode::enable()?;
+    if let Some(tx) = h.stdin.take() {
+        forward_stdin(tx);
+    }
+    let code = stream(h, None, Some(raw)).await;
+    if code.is_ok() {
+        // The remote shell's last line may not end with a newline; the local prompt should not
+        // be glued to it.
+        eprint!("\r");
+    }
+    code
+}
+
+/// Copies stdin to the command on a thread of its own (reads block), closing the command's
+/// stdin at end of file.
+fn forward_stdin(tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Streams the command's output to ours until it exits; forwards SIGINT, SIGTERM, SIGHUP and
+/// SIGQUIT to it and, with a terminal (`raw` set), window size changes. Returns the exit code.
+async fn stream(mut h: warren_core::ExecHandle, timeout: Option<Duration>, raw: Option<term::RawMode>) -> Result<i32> {
+    let mut winch = signal(SignalKind::window_change()).context("watching SIGWINCH")?;
+    let mut sigs = Vec::new();
+    for (kind, num) in [
+        (SignalKind::interrupt(), 2),
+        (SignalKind::terminate(), 15),
+        (SignalKind::hangup(), 1),
+        (SignalKind::quit(), 3),
+    ] {
+        sigs.push((signal(kind).with_context(|| format!("watching signal {num}"))?, num));
+    }
+    let [(int, _), (term_sig, _), (hup, _), (quit, _)] = &mut sigs[..] else {
+        bail!("signal set-up went wrong");
+    };
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let status = loop {
+        tokio::select! {
+            ev = h.events.recv() => match ev {
+                Some(ExecEvent::Stdout(b)) => {
+                    if let Err(e) = stdout.write_all(&b).and_then(|_| stdout.flush()) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            // Nobody reads any more (`| head`): stop like a pipeline would.
+                            drop(raw);
+                            return Ok(141);
+                        }
+                        return Err(anyhow!(e).context("writing to stdout"));
+                    }
+                }
+                Some(ExecEvent::Stderr(b)) => {
+                    let _ = stderr.write_all(&b).and_then(|_| stderr.flush());
+                }
+                Some(ExecEvent::Exit(st)) => break st,
+                None => bail!("the command's output ended without an exit status"),
+            },
+            _ = &mut deadline, if !timed_out => {
+                timed_out = true;
+                let _ = h.control.send(ExecControl::Signal(9)).await;
+            }
+            _ = winch.recv(), if raw.is_some() => {
+                if let Some(size) = term::size() {
+                    let _ = h.control.send(ExecControl::Resize(size)).await;
+                }
+            }
+            _ = int.recv() => { let _ = h.control.send(ExecControl::Signal(2)).await; }
+            _ = term_sig.recv() => { let _ = h.control.send(ExecControl::Signal(15)).await; }
+            _ = hup.recv() => { let _ = h.control.send(ExecControl::Signal(1)).await; }
+            _ = quit.recv() => { let _ = h.control.send(ExecControl::Signal(3)).await; }
+        }
+    };
+    drop(raw);
+    if timed_out {
+        let t = timeout.map_or_else(String::new, |t| format!(" after {t:?}"));
+        eprintln!("error: the command timed out{t} and was killed");
+        return Ok(124);
+    }
+    Ok(status.code)
+}
