@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use warren_core::{Error, ExecControl, ExecEvent, ExecHandle, ExecRequest, ExitStatus, Result, WorkspacePath, WorkspaceSpec};
+use warren_core::{
+    Error, ExecControl, ExecEvent, ExecHandle, ExecRequest, ExitStatus, Result, WorkspacePath, WorkspaceSpec,
+};
 use warren_sys::spawn::{apply, Resource, SpawnOptions};
 
 /// Bytes read from an output stream at a time (one event at most this big).
@@ -51,8 +53,8 @@ pub(crate) fn rlimits(spec: &WorkspaceSpec) -> Vec<(Resource, u64)> {
 pub(crate) fn resolve_cwd(home: &Path, cwd: Option<&str>) -> Result<PathBuf> {
     let Some(raw) = cwd else { return Ok(home.to_owned()) };
     let rel = WorkspacePath::new(raw)?;
-    let real_home =
-        std::fs::canonicalize(home).map_err(|e| Error::io(format!("resolving the workspace home {}", home.display()), e))?;
+    let real_home = std::fs::canonicalize(home)
+        .map_err(|e| Error::io(format!("resolving the workspace home {}", home.display()), e))?;
     let dir = std::fs::canonicalize(real_home.join(rel.as_path())).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(format!("working directory {raw:?} in the workspace")),
         _ => Error::io(format!("resolving working directory {raw:?}"), e),
@@ -122,7 +124,8 @@ pub(crate) async fn start(spec: &WorkspaceSpec, home: &Path, req: ExecRequest) -
         std::os::unix::fs::fchown(&slave, Some(spec.uid), Some(spec.gid))
             .map_err(|e| Error::io("giving the terminal to the workspace user", e))?;
         cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(Stdio::from(slave));
-        let input = writer(master.try_clone().map_err(|e| Error::io("duplicating the pty master", e))?, "the pty master")?;
+        let input =
+            writer(master.try_clone().map_err(|e| Error::io("duplicating the pty master", e))?, "the pty master")?;
         (reader(master, "the pty master")?, None, input)
     } else {
         let (in_r, in_w) = pipe("stdin")?;
@@ -138,9 +141,7 @@ pub(crate) async fn start(spec: &WorkspaceSpec, home: &Path, req: ExecRequest) -
     // the output would never end.
     drop(cmd);
     let child = spawned.map_err(|e| spawn_error(spec, &program, &cwd, e))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| Error::Internal(format!("{program:?} exited before its pid was known")))?;
+    let pid = child.id().ok_or_else(|| Error::Internal(format!("{program:?} exited before its pid was known")))?;
     tracing::debug!(pid, program = %program, tty = req.tty.is_some(), "exec started");
 
     let (events_tx, events_rx) = mpsc::channel(64);
@@ -159,16 +160,8 @@ pub(crate) async fn start(spec: &WorkspaceSpec, home: &Path, req: ExecRequest) -
         }
         None => Some(stdin_tx),
     };
-    let pump = Pump {
-        child,
-        pgid: Pid::from_raw(pid as i32),
-        out,
-        err,
-        tty,
-        events: events_tx,
-        control: control_rx,
-        writer,
-    };
+    let pump =
+        Pump { child, pgid: Pid::from_raw(pid as i32), out, err, tty, events: events_tx, control: control_rx, writer };
     tokio::spawn(pump.run().instrument(tracing::info_span!("exec", pid)));
     Ok(ExecHandle { stdin, events: events_rx, control: control_tx })
 }

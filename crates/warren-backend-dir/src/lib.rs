@@ -200,10 +200,7 @@ impl DirBackend {
         // home with the wrong owner or mode behind.
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self.workspaces.join(format!(".tmp-{}-{}-{n}", spec.user, std::process::id()));
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         let finish = || -> Result<()> {
             std::os::unix::fs::chown(&tmp, Some(spec.uid), Some(spec.gid))
                 .map_err(|e| Error::io(format!("giving {} to uid {}", tmp.display(), spec.uid), e))?;

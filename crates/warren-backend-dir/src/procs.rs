@@ -33,12 +33,7 @@ pub(crate) fn processes_of(uid: u32) -> Vec<ProcInfo> {
 
 fn read_proc(pid: i32, uid: u32) -> Option<ProcInfo> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
     let real_uid: u32 = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
     if real_uid != uid {
         return None;
@@ -48,9 +43,8 @@ fn read_proc(pid: i32, uid: u32) -> Option<ProcInfo> {
         return None;
     }
     let threads = field("Threads:").and_then(|t| t.parse().ok()).unwrap_or(1);
-    let rss_bytes = field("VmRSS:")
-        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024);
+    let rss_bytes =
+        field("VmRSS:").and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |kb| kb * 1024);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -248,7 +248,11 @@ async fn exec_codes_streams_env_and_identity() {
     let lines: Vec<&str> = o.lines().collect();
     assert_eq!(
         lines[0],
-        format!("bar|{}|override|/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin|{}|none", home.display(), s.id)
+        format!(
+            "bar|{}|override|/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin|{}|none",
+            home.display(),
+            s.id
+        )
     );
     // Only the fixed environment (8 variables, one overridden, plus FOO) and what sh adds (PWD).
     assert!(lines[1].trim().parse::<u32>().expect("a count") <= 10, "{o}");
@@ -362,7 +366,11 @@ async fn output_is_complete_and_streams() {
     assert_eq!((out.exit_code, text(&out.stdout)), (0, "bg\n".to_owned()));
 
     // Streaming stdin: line by line.
-    let mut h = env.b.exec_stream(&s, ExecRequest::new(["sh", "-c", "while read l; do echo \"got $l\"; done; echo eof"])).await.expect("stream");
+    let mut h = env
+        .b
+        .exec_stream(&s, ExecRequest::new(["sh", "-c", "while read l; do echo \"got $l\"; done; echo eof"]))
+        .await
+        .expect("stream");
     let tx = h.stdin.take().expect("stdin");
     tx.send(b"one\n".to_vec()).await.expect("send");
     assert_eq!(next_stdout(&mut h).await, b"got one\n");
@@ -455,7 +463,8 @@ async fn workspaces_cannot_reach_each_other() {
     assert_ne!(out.exit_code, 0, "reading the run state: {out:?}");
 
     // Nor signal each other's processes.
-    let mut h = env.b.exec_stream(&b, ExecRequest::new(["sh", "-c", "echo $$; exec sleep 1000"])).await.expect("stream");
+    let mut h =
+        env.b.exec_stream(&b, ExecRequest::new(["sh", "-c", "echo $$; exec sleep 1000"])).await.expect("stream");
     let pid = text(&next_stdout(&mut h).await).trim().to_owned();
     let out = env.sh(&a, &format!("kill -9 {pid}")).await;
     assert_ne!(out.exit_code, 0, "{out:?}");
@@ -514,7 +523,11 @@ async fn stats_count_cpu_memory_and_disk() {
         .b
         .exec_stream(
             &s,
-            ExecRequest::new(["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo busy; exec sleep 1000"]),
+            ExecRequest::new([
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo busy; exec sleep 1000",
+            ]),
         )
         .await
         .expect("stream");

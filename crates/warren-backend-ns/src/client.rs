@@ -1,6 +1,6 @@
 //! warren's side of an exec: connect to the init, pass stdio, pump bytes, report the exit.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 
@@ -31,7 +31,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 pub async fn exec(sock_path: &Path, req: Request, workspace: String) -> Result<ExecHandle> {
     let tty = matches!(req, Request::Exec { tty: Some(_), .. });
     let stream = StdUnixStream::connect(sock_path).map_err(|e| {
-        Error::Conflict(format!("workspace {workspace} is not reachable ({e}); it may have been stopped: start it again"))
+        Error::Conflict(format!(
+            "workspace {workspace} is not reachable ({e}); it may have been stopped: start it again"
+        ))
     })?;
     let payload = serde_json::to_vec(&req).map_err(|e| Error::Internal(format!("encoding request: {e}")))?;
     let (ours, child_fds): (Vec<OwnedFd>, Vec<OwnedFd>) = if tty {
@@ -43,15 +45,19 @@ pub async fn exec(sock_path: &Path, req: Request, workspace: String) -> Result<E
         (vec![in_w, out_r, err_r], vec![in_r, out_w, err_w])
     };
     let borrowed: Vec<_> = child_fds.iter().map(|f| f.as_fd()).collect();
-    fdio::send_frame(stream.as_fd(), &payload, &borrowed).map_err(|e| Error::Internal(format!("workspace {workspace}: {e}")))?;
+    fdio::send_frame(stream.as_fd(), &payload, &borrowed)
+        .map_err(|e| Error::Internal(format!("workspace {workspace}: {e}")))?;
     drop(borrowed);
     drop(child_fds);
     let (reply, mut fds) = match fdio::recv_frame(stream.as_fd()) {
         Ok(Recv::Frame(b, fds)) => {
-            let r: Reply = serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("bad reply from workspace init: {e}")))?;
+            let r: Reply = serde_json::from_slice(&b)
+                .map_err(|e| Error::Internal(format!("bad reply from workspace init: {e}")))?;
             (r, fds)
         }
-        Ok(Recv::Eof) => return Err(Error::Conflict(format!("workspace {workspace} closed the connection; is it stopping?"))),
+        Ok(Recv::Eof) => {
+            return Err(Error::Conflict(format!("workspace {workspace} closed the connection; is it stopping?")))
+        }
         Err(e) => return Err(Error::Internal(format!("workspace {workspace}: {e}"))),
     };
     match reply {
@@ -144,7 +150,7 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> bool {
     true
 }
 
-async fn read_reply(sock: &mut UnixStream) -> Option<Reply> {
+async fn read_reply(sock: &mut tokio::net::unix::OwnedReadHalf) -> Option<Reply> {
     let mut hdr = [0u8; 4];
     sock.read_exact(&mut hdr).await.ok()?;
     let len = u32::from_le_bytes(hdr) as usize;
@@ -157,38 +163,52 @@ async fn read_reply(sock: &mut UnixStream) -> Option<Reply> {
 }
 
 async fn pump(
-    mut sock: UnixStream,
+    sock: UnixStream,
     mut io: Io,
     ev: mpsc::Sender<ExecEvent>,
     mut stdin_rx: mpsc::Receiver<Vec<u8>>,
     mut ctl: mpsc::Receiver<ExecControl>,
 ) {
-    let mut stdin_open = true;
+    let (mut sock_r, mut sock_w) = sock.into_split();
+    // The init's reply arrives on its own task: reading a frame is not cancel-safe inside select!.
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let status = match read_reply(&mut sock_r).await {
+            Some(Reply::Exited { code, signal }) => ExitStatus { code, signal },
+            // The init went away (the workspace was stopped): report it like a SIGKILL.
+            _ => ExitStatus { code: 137, signal: Some(9) },
+        };
+        let _ = exit_tx.send(status);
+        sock_r
+    });
+    // Stdin is written on its own task, so a command that only reads once its output was taken
+    // (`cat` of a large input) never deadlocks against us.
+    let stdin_fd = io.stdin.take();
+    let tty = io.tty;
+    let writer = tokio::spawn(async move {
+        let Some(fd) = stdin_fd else { return };
+        while let Some(b) = stdin_rx.recv().await {
+            if !write_all(&fd, &b).await && !tty {
+                return;
+            }
+        }
+        if tty {
+            // Closing the master would hang up the terminal; send EOF (^D) instead.
+            let _ = write_all(&fd, &[4]).await;
+            std::future::pending::<()>().await;
+        }
+        // Dropping `fd` closes the command's stdin.
+    });
     let mut ctl_open = true;
     let exit = loop {
         tokio::select! {
             r = async { read_some(io.stdout.as_ref().expect("guarded")).await }, if io.stdout.is_some() => match r {
-                ReadOutcome::Data(b) => if ev.send(ExecEvent::Stdout(b)).await.is_err() { return },
+                ReadOutcome::Data(b) => if ev.send(ExecEvent::Stdout(b)).await.is_err() { break None },
                 ReadOutcome::Eof => io.stdout = None,
             },
             r = async { read_some(io.stderr.as_ref().expect("guarded")).await }, if io.stderr.is_some() => match r {
-                ReadOutcome::Data(b) => if ev.send(ExecEvent::Stderr(b)).await.is_err() { return },
+                ReadOutcome::Data(b) => if ev.send(ExecEvent::Stderr(b)).await.is_err() { break None },
                 ReadOutcome::Eof => io.stderr = None,
-            },
-            chunk = stdin_rx.recv(), if stdin_open => match chunk {
-                Some(b) => {
-                    let ok = match io.stdin.as_ref() { Some(fd) => write_all(fd, &b).await, None => false };
-                    if !ok && !io.tty { io.stdin = None; }
-                }
-                None => {
-                    stdin_open = false;
-                    if io.tty {
-                        // Closing the master would hang up the terminal; send EOF (^D) instead.
-                        if let Some(fd) = io.stdin.as_ref() { let _ = write_all(fd, &[4]).await; }
-                    } else {
-                        io.stdin = None;
-                    }
-                }
             },
             c = ctl.recv(), if ctl_open => match c {
                 Some(ExecControl::Resize(sz)) => {
@@ -200,31 +220,48 @@ async fn pump(
                     let Ok(b) = serde_json::to_vec(&Request::Signal { sig }) else { continue };
                     let mut frame = (b.len() as u32).to_le_bytes().to_vec();
                     frame.extend_from_slice(&b);
-                    let _ = sock.write_all(&frame).await;
+                    let _ = sock_w.write_all(&frame).await;
                 }
                 None => ctl_open = false,
             },
-            r = read_reply(&mut sock) => match r {
-                Some(Reply::Exited { code, signal }) => break ExitStatus { code, signal },
-                // The init went away (workspace stopped): report like a SIGKILL.
-                _ => break ExitStatus { code: 137, signal: Some(9) },
-            },
-            _ = ev.closed() => return, // the caller dropped the handle: closing `sock` kills the command
+            st = &mut exit_rx => break st.ok(),
+            _ = ev.closed() => break None,
         }
     };
-    // Output written just before the exit is already buffered: take it, don't wait for more
-    // (a background process may hold the pipe open for ever).
-    for (fd, is_err) in [(io.stdout.as_ref(), false), (io.stderr.as_ref(), true)] {
-        if let Some(fd) = fd {
-            let b = drain_now(fd);
-            if !b.is_empty() {
-                let e = if is_err { ExecEvent::Stderr(b) } else { ExecEvent::Stdout(b) };
-                if ev.send(e).await.is_err() {
+    writer.abort();
+    let Some(exit) = exit else {
+        // The caller dropped the handle: closing both halves of the socket kills the command.
+        reader.abort();
+        return;
+    };
+    // Output written just before the exit is already buffered: take it without waiting for
+    // more (a background process may hold the pipe open for ever). A terminal's output passes
+    // through the line discipline asynchronously: give it a moment to reach the master.
+    if io.tty {
+        if let Some(fd) = io.stdout.as_ref() {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+            while let Ok(ReadOutcome::Data(b)) = tokio::time::timeout_at(deadline, read_some(fd)).await {
+                if ev.send(ExecEvent::Stdout(b)).await.is_err() {
                     return;
+                }
+            }
+        }
+    } else {
+        for (fd, is_err) in [(io.stdout.as_ref(), false), (io.stderr.as_ref(), true)] {
+            if let Some(fd) = fd {
+                let b = drain_now(fd);
+                if !b.is_empty() {
+                    let e = if is_err { ExecEvent::Stderr(b) } else { ExecEvent::Stdout(b) };
+                    if ev.send(e).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
     }
     let _ = ev.send(ExecEvent::Exit(exit)).await;
-    let _ = sock.as_raw_fd();
+    drop(sock_w);
+    if let Ok(r) = reader.await {
+        drop(r);
+    }
 }

@@ -35,7 +35,7 @@ use warren_sys::ns::ForkResult;
 use crate::proto::{InitConfig, InitReport, Reply, Request};
 use crate::rootfs;
 
-/// Entry point of the helper. `args` is `[config_json]`.
+/// Entry point of the helper. It takes no arguments and reads an [`InitConfig`] (JSON) on stdin.
 pub fn helper_main(args: Vec<OsString>) -> ! {
     let code = match run_helper(args) {
         Ok(()) => 0,
@@ -48,8 +48,12 @@ pub fn helper_main(args: Vec<OsString>) -> ! {
 }
 
 fn run_helper(args: Vec<OsString>) -> Result<(), String> {
-    let raw = args.first().ok_or("usage: warren-nsinit <config-json> (started by warren, not by hand)")?;
-    let cfg: InitConfig = serde_json::from_str(&raw.to_string_lossy()).map_err(|e| format!("bad config: {e}"))?;
+    if !args.is_empty() {
+        return Err("takes no arguments: it reads its config on stdin and is started by warren, not by hand".into());
+    }
+    let mut raw = String::new();
+    std::io::stdin().read_to_string(&mut raw).map_err(|e| format!("reading config from stdin: {e}"))?;
+    let cfg: InitConfig = serde_json::from_str(&raw).map_err(|e| format!("bad config on stdin: {e}"))?;
     let me = std::process::id().to_string();
     for f in &cfg.cgroup_procs {
         std::fs::write(f, &me).map_err(|e| format!("joining cgroup {}: {e}", f.display()))?;
@@ -102,7 +106,8 @@ fn run_helper(args: Vec<OsString>) -> Result<(), String> {
 
 /// Everything the init does as root before it drops privileges for good.
 fn setup_init(cfg: &InitConfig, listener: &UnixListener, ready_fd: RawFd) -> Result<(), String> {
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP;
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP;
     if !cfg.network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -122,7 +127,8 @@ fn setup_init(cfg: &InitConfig, listener: &UnixListener, ready_fd: RawFd) -> Res
         rl(Resource::RLIMIT_FSIZE, f, "FSIZE")?;
     }
     // stdio of the init: /dev/null (the helper's pipes to warren must not stay open).
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let null =
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     for fd in 0..3 {
         warren_sys::ns::dup_onto(null.as_fd(), fd).map_err(|e| e.to_string())?;
     }
@@ -156,7 +162,8 @@ fn serve(listener: UnixListener) -> ! {
     let mut by_pid: HashMap<Pid, usize> = HashMap::new();
     loop {
         let (listen_ready, sig_ready, conn_ready) = {
-            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            let mut fds =
+                vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
             for c in &conns {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             }
@@ -278,7 +285,8 @@ fn spawn(
     tty: Option<(u16, u16)>,
     fds: Vec<OwnedFd>,
 ) -> Result<(Pid, Option<OwnedFd>), String> {
-    let cargv: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(|_| "NUL in argv")?;
+    let cargv: Vec<CString> =
+        argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(|_| "NUL in argv")?;
     let cenv: Vec<CString> = env
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")))
@@ -316,7 +324,14 @@ fn spawn(
 }
 
 /// In the forked child: set up stdio, session, cwd; exec. Returns an exit code on failure.
-fn exec_child(argv: &[CString], env: &[CString], candidates: &[CString], cwd: &str, slave: Option<&OwnedFd>, fds: &[OwnedFd]) -> i32 {
+fn exec_child(
+    argv: &[CString],
+    env: &[CString],
+    candidates: &[CString],
+    cwd: &str,
+    slave: Option<&OwnedFd>,
+    fds: &[OwnedFd],
+) -> i32 {
     let _ = warren_sys::ns::reset_signals();
     let _ = nix::unistd::setsid();
     if let Some(slave) = slave {
@@ -352,4 +367,3 @@ fn exec_child(argv: &[CString], env: &[CString], candidates: &[CString], cwd: &s
         126
     }
 }
-

@@ -93,11 +93,14 @@ impl NsBackend {
             Some(h) => h,
             None => HelperCmd::locate()?,
         };
-        for d in [state_dir.to_path_buf(), state_dir.join("workspaces"), state_dir.join("run"), state_dir.join("run/ns")] {
+        for d in
+            [state_dir.to_path_buf(), state_dir.join("workspaces"), state_dir.join("run"), state_dir.join("run/ns")]
+        {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
         for d in [state_dir.to_path_buf(), state_dir.join("workspaces")] {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
         }
         std::fs::set_permissions(state_dir.join("run"), std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("chmod run dir", e))?;
@@ -164,11 +167,17 @@ impl NsBackend {
     fn teardown(&self, spec: &WorkspaceSpec) -> Result<()> {
         if let Some(rec) = self.read_record(spec) {
             if warren_sys::proc::is_alive(rec.pid, rec.start_time) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(rec.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while warren_sys::proc::is_alive(rec.pid, rec.start_time) {
                     if Instant::now() > deadline {
-                        return Err(Error::Internal(format!("init {} of workspace {} survived SIGKILL for 10 s", rec.pid, spec.id)));
+                        return Err(Error::Internal(format!(
+                            "init {} of workspace {} survived SIGKILL for 10 s",
+                            rec.pid, spec.id
+                        )));
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -188,7 +197,8 @@ impl NsBackend {
             return Ok(Status { state: State::Running, pid: Some(rec.pid) });
         }
         let home = self.home(spec);
-        let md = std::fs::symlink_metadata(&home).map_err(|_| Error::NotFound(format!("workspace of user {}", spec.user)))?;
+        let md = std::fs::symlink_metadata(&home)
+            .map_err(|_| Error::NotFound(format!("workspace of user {}", spec.user)))?;
         if !md.is_dir() || md.uid() != spec.uid {
             return Err(Error::Conflict(format!(
                 "{} is not a directory owned by uid {}: refusing to start the workspace",
@@ -228,13 +238,20 @@ impl NsBackend {
             tmp_bytes: l.memory_bytes.map_or(TMP_BYTES, |m| m.min(TMP_BYTES)),
         };
         let json = serde_json::to_string(&cfg).map_err(|e| Error::Internal(e.to_string()))?;
-        let out = std::process::Command::new(&self.helper.program)
+        // The config goes in on stdin, not argv: a workspace can read its init's /proc/1/cmdline.
+        let mut child = std::process::Command::new(&self.helper.program)
             .args(&self.helper.args)
-            .arg(json)
             .env_clear()
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .map_err(|e| Error::io(format!("running the namespace helper {}", self.helper.program.display()), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(json.as_bytes()).map_err(|e| Error::io("sending the workspace config to the helper", e))?;
+        }
+        let out = child.wait_with_output().map_err(|e| Error::io("waiting for the namespace helper", e))?;
         if !out.status.success() {
             let _ = cg.destroy();
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -331,9 +348,7 @@ impl Backend for NsBackend {
         let env = req.environment(spec, &home);
         let request = proto::Request::Exec { argv: req.argv.clone(), env, cwd, tty: req.tty.map(|t| (t.rows, t.cols)) };
         let sock = self.run_dir(spec).join("ctl.sock");
-        client::exec(&sock, request, spec.id.to_string())
-            .instrument(info_span!("ns.exec", workspace = %spec.id))
-            .await
+        client::exec(&sock, request, spec.id.to_string()).instrument(info_span!("ns.exec", workspace = %spec.id)).await
     }
 
     async fn stats(&self, spec: &WorkspaceSpec) -> Result<Stats> {
@@ -375,6 +390,7 @@ fn create_home(home: &Path, uid: u32, gid: u32) -> Result<()> {
     std::fs::create_dir(home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
     nix::unistd::chown(home, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
         .map_err(|e| Error::errno(format!("chown {}", home.display()), e))?;
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("chmod {}", home.display()), e))?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", home.display()), e))?;
     Ok(())
 }

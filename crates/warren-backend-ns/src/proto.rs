@@ -1,6 +1,6 @@
 //! What warren and a workspace's init say to each other.
 //!
-//! The helper gets an [`InitConfig`] as its one argument (JSON) and prints an [`InitReport`].
+//! The helper reads an [`InitConfig`] (JSON) on stdin and prints an [`InitReport`].
 //! After that, warren talks to the running init over a unix socket that only root can reach
 //! (it lives in warren's run directory, outside the workspace's root): one connection per
 //! command, frames of JSON ([`warren_sys::fdio`]), the command's stdio passed as descriptors.

@@ -24,7 +24,9 @@ use crate::proto::InitConfig;
 type R<T> = std::result::Result<T, String>;
 
 fn m(src: Option<&Path>, dst: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R<()> {
-    mount(src, dst, fstype, flags, data).map_err(|e| format!("mounting {} on {}: {e}", src.map_or("-".into(), |s| s.display().to_string()), dst.display()))
+    mount(src, dst, fstype, flags, data).map_err(|e| {
+        format!("mounting {} on {}: {e}", src.map_or("-".into(), |s| s.display().to_string()), dst.display())
+    })
 }
 
 fn bind(src: &Path, dst: &Path, read_only: bool, extra: MsFlags) -> R<()> {
@@ -105,7 +107,13 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let root = cfg.run_dir.join("root");
     mkdir(&root, 0o700)?;
-    m(Some(Path::new("tmpfs")), &root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=4m"))?;
+    m(
+        Some(Path::new("tmpfs")),
+        &root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=4m"),
+    )?;
 
     for d in HOST_DIRS {
         mirror(&Path::new("/").join(d), &root, d)?;
@@ -159,7 +167,13 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     // /dev
     let dev = root.join("dev");
     mkdir(&dev, 0o755)?;
-    m(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))?;
+    m(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
     for d in DEVICES {
         let p = dev.join(d);
         touch(&p)?;
@@ -175,15 +189,32 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     )?;
     symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| format!("linking /dev/ptmx: {e}"))?;
     mkdir(&dev.join("shm"), 0o1777)?;
-    m(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m"))?;
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    m(
+        Some(Path::new("tmpfs")),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=64m"),
+    )?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(target, dev.join(name)).map_err(|e| format!("linking /dev/{name}: {e}"))?;
     }
 
     // /proc, with the sensitive parts masked
     let proc_dir = root.join("proc");
     mkdir(&proc_dir, 0o555)?;
-    m(Some(Path::new("proc")), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    m(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
     for f in PROC_MASK_FILES {
         let p = proc_dir.join(f);
         if p.exists() {
@@ -193,7 +224,13 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     for d in PROC_MASK_DIRS {
         let p = proc_dir.join(d);
         if p.exists() {
-            m(Some(Path::new("tmpfs")), &p, Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=0555,size=4k"))?;
+            m(
+                Some(Path::new("tmpfs")),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=0555,size=4k"),
+            )?;
         }
     }
     for r in PROC_READ_ONLY {
@@ -203,20 +240,33 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
         }
     }
     // /dev is complete: make it read-only.
-    m(None, &dev, None, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))?;
+    m(
+        None,
+        &dev,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops it.
     nix::unistd::chdir(&root).map_err(|e| format!("entering the new root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    m(None, Path::new("/"), None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None)?;
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    )?;
     Ok(())
 }
 
 /// The workspace's hostname.
 pub fn hostname(cfg: &InitConfig) -> String {
-    let mut h: String = cfg.username.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    let mut h: String =
+        cfg.username.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
     h.truncate(63);
     h
 }

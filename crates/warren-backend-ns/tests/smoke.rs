@@ -7,7 +7,16 @@ use warren_core::{Backend, ExecRequest, Limits, UserId, WorkspaceId, WorkspaceSp
 async fn smoke() {
     let t = tempfile::tempdir().expect("tmp");
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
-    let b = NsBackend::new(t.path(), Some(HelperCmd { program: std::env::var("NSINIT").map(Into::into).unwrap_or_else(|_| env!("CARGO_BIN_EXE_warren-nsinit").into()), args: vec![] })).expect("open");
+    let b = NsBackend::new(
+        t.path(),
+        Some(HelperCmd {
+            program: std::env::var("NSINIT")
+                .map(Into::into)
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_warren-nsinit").into()),
+            args: vec![],
+        }),
+    )
+    .expect("open");
     let user = UserId::new("u_smoke").expect("id");
     let spec = WorkspaceSpec {
         id: WorkspaceId::generate(),
@@ -23,7 +32,12 @@ async fn smoke() {
     let st = b.start(&spec).await.expect("start");
     eprintln!("{st:?}");
     let out = b.exec(&spec, ExecRequest::new(["sh", "-c", "id; hostname; pwd; ls /; cat /proc/self/status | grep -E 'Cap|Seccomp|NoNewPrivs'; ip addr 2>&1 | head -5; echo err >&2; exit 3"])).await.expect("exec");
-    eprintln!("code={} stdout=\n{}\nstderr=\n{}", out.exit_code, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "code={} stdout=\n{}\nstderr=\n{}",
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.exit_code, 3);
     b.stop(&spec).await.expect("stop");
     b.destroy(&spec).await.expect("destroy");

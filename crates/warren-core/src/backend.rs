@@ -513,9 +513,7 @@ fn append(buf: &mut Vec<u8>, b: &[u8], truncated: &mut bool) {
 
 /// Runs blocking file work off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
 }
 
 /// Disk bytes used under `dir` (allocated blocks, each inode counted once; not following links).

@@ -83,14 +83,18 @@ fn how(flags: OFlag) -> OpenHow {
 fn path_err(p: &WorkspacePath, e: Errno, doing: &str) -> Error {
     let path = p.to_string();
     match e {
-        Errno::EXDEV => Error::InvalidPath { path, reason: "resolves outside the workspace (through a symlink or mount)".into() },
+        Errno::EXDEV => {
+            Error::InvalidPath { path, reason: "resolves outside the workspace (through a symlink or mount)".into() }
+        }
         Errno::ELOOP => Error::InvalidPath { path, reason: "too many levels of symbolic links".into() },
         Errno::ENOENT => Error::NotFound(format!("path {path:?} in the workspace")),
         Errno::ENOTDIR => Error::InvalidPath { path, reason: "a parent is not a directory".into() },
         Errno::EISDIR => Error::InvalidPath { path, reason: "is a directory".into() },
         Errno::EEXIST => Error::AlreadyExists(format!("path {path:?}")),
         Errno::ENOTEMPTY => Error::Conflict(format!("directory {path:?} is not empty; delete it recursively")),
-        Errno::ENOSPC | Errno::EDQUOT => Error::Conflict(format!("no space left to {doing} {path:?}: the workspace's disk is full")),
+        Errno::ENOSPC | Errno::EDQUOT => {
+            Error::Conflict(format!("no space left to {doing} {path:?}: the workspace's disk is full"))
+        }
         e => Error::errno(format!("{doing} {path:?}"), e),
     }
 }
@@ -131,10 +135,7 @@ impl Confined {
             )));
         }
         let mut buf = Vec::with_capacity(st.st_size as usize);
-        File::from(fd)
-            .take(max_bytes + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io(format!("reading {p}"), e))?;
+        File::from(fd).take(max_bytes + 1).read_to_end(&mut buf).map_err(|e| Error::io(format!("reading {p}"), e))?;
         if buf.len() as u64 > max_bytes {
             return Err(Error::InvalidRequest(format!("file {p} grew past the {max_bytes}-byte read limit")));
         }
@@ -172,7 +173,8 @@ impl Confined {
         }
         let (parent, name) = p.split().ok_or_else(|| Error::AlreadyExists("the workspace root".into()))?;
         let pfd = self.dir(&parent, false)?;
-        nix::sys::stat::mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755)).map_err(|e| path_err(p, e, "creating directory"))?;
+        nix::sys::stat::mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755))
+            .map_err(|e| path_err(p, e, "creating directory"))?;
         let fd = openat2(pfd.as_fd(), name, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
             .map_err(|e| path_err(p, e, "creating directory"))?;
         self.chown(fd.as_fd(), p)
@@ -180,24 +182,28 @@ impl Confined {
 
     /// Atomically writes `data` to `p`: temp file, fsync, chown, rename, fsync of the directory.
     pub fn write(&self, p: &WorkspacePath, data: &[u8], opts: WriteOptions) -> Result<()> {
-        let (parent, name) = p
-            .split()
-            .ok_or_else(|| Error::InvalidPath { path: ".".into(), reason: "cannot write to the workspace root".into() })?;
+        let (parent, name) = p.split().ok_or_else(|| Error::InvalidPath {
+            path: ".".into(),
+            reason: "cannot write to the workspace root".into(),
+        })?;
         let pfd = self.dir(&parent, opts.create_parents)?;
         let tmp = temp_name(name);
         let fd = openat2(
             pfd.as_fd(),
             tmp.as_os_str(),
-            how(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW).mode(Mode::from_bits_truncate(0o600)),
+            how(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW)
+                .mode(Mode::from_bits_truncate(0o600)),
         )
         .map_err(|e| path_err(p, e, "writing"))?;
         let result = (|| {
             self.chown(fd.as_fd(), p)?;
-            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(opts.mode & 0o777)).map_err(|e| path_err(p, e, "chmod"))?;
+            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(opts.mode & 0o777))
+                .map_err(|e| path_err(p, e, "chmod"))?;
             let mut f = File::from(fd);
             f.write_all(data).map_err(|e| Error::io(format!("writing {p}"), e))?;
             f.sync_all().map_err(|e| Error::io(format!("syncing {p}"), e))?;
-            nix::fcntl::renameat(pfd.as_fd(), tmp.as_os_str(), pfd.as_fd(), name).map_err(|e| path_err(p, e, "renaming into"))?;
+            nix::fcntl::renameat(pfd.as_fd(), tmp.as_os_str(), pfd.as_fd(), name)
+                .map_err(|e| path_err(p, e, "renaming into"))?;
             Ok(())
         })();
         if result.is_err() {
@@ -217,7 +223,8 @@ impl Confined {
             Some((parent, name)) => (self.dir(&parent, false)?, name.to_owned()),
             None => (self.dir(&WorkspacePath::root(), false)?, OsString::from(".")),
         };
-        let st = fstatat(dirfd.as_fd(), name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| path_err(p, e, "stat"))?;
+        let st = fstatat(dirfd.as_fd(), name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| path_err(p, e, "stat"))?;
         Ok(entry(&name, &st))
     }
 
@@ -245,9 +252,10 @@ impl Confined {
 
     /// Deletes a file, symlink or (empty, or with `recursive`) directory. Never follows symlinks.
     pub fn remove(&self, p: &WorkspacePath, recursive: bool) -> Result<()> {
-        let (parent, name) = p
-            .split()
-            .ok_or_else(|| Error::InvalidPath { path: ".".into(), reason: "cannot delete the workspace root".into() })?;
+        let (parent, name) = p.split().ok_or_else(|| Error::InvalidPath {
+            path: ".".into(),
+            reason: "cannot delete the workspace root".into(),
+        })?;
         let pfd = self.dir(&parent, false)?;
         match nix::unistd::unlinkat(pfd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(()),
@@ -255,7 +263,8 @@ impl Confined {
                 if recursive {
                     remove_tree(pfd.as_fd(), name, 0).map_err(|e| path_err(p, e, "deleting"))
                 } else {
-                    nix::unistd::unlinkat(pfd.as_fd(), name, UnlinkatFlags::RemoveDir).map_err(|e| path_err(p, e, "deleting"))
+                    nix::unistd::unlinkat(pfd.as_fd(), name, UnlinkatFlags::RemoveDir)
+                        .map_err(|e| path_err(p, e, "deleting"))
                 }
             }
             Err(e) => Err(path_err(p, e, "deleting")),
@@ -279,7 +288,12 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &OsStr, depth: usize) -> nix::Resul
     if depth > 4096 {
         return Err(Errno::ELOOP);
     }
-    let fd = nix::fcntl::openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = nix::fcntl::openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut dir = nix::dir::Dir::from_fd(fd.try_clone().map_err(|_| Errno::EMFILE)?)?;
     let names: Vec<OsString> = dir
         .iter()

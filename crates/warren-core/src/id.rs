@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-const NAME_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-', start with a letter or digit, and not contain '..'";
+const NAME_RULE: &str =
+    "must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-', start with a letter or digit, and not contain '..'";
 
 fn check_name(kind: &'static str, s: &str) -> Result<()> {
     let bad = |rule| Err(Error::InvalidId { kind, value: s.to_owned(), rule });
@@ -139,18 +140,14 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// 26 Crockford base32 characters: 48 bits of milliseconds since the epoch, then 80 random bits,
 /// so ids sort by creation time (the ULID layout).
 fn time_sortable() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u128)
-        .unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u128).unwrap_or(0);
     let mut rnd = [0u8; 10];
     // getrandom only fails if the kernel has no entropy source at all; fall back to the clock
     // mixed with the pid, which still keeps ids unique per process and millisecond in practice.
     if getrandom::fill(&mut rnd).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let mix = nanos ^ ((std::process::id() as u128) << 64);
         rnd.copy_from_slice(&mix.to_le_bytes()[..10]);
     }
@@ -158,10 +155,7 @@ fn time_sortable() -> String {
     for (i, b) in rnd.iter().enumerate() {
         v |= (*b as u128) << (8 * (9 - i));
     }
-    (0..26)
-        .rev()
-        .map(|i| CROCKFORD[((v >> (5 * i)) & 31) as usize] as char)
-        .collect()
+    (0..26).rev().map(|i| CROCKFORD[((v >> (5 * i)) & 31) as usize] as char).collect()
 }
 
 impl WorkspaceId {
@@ -181,13 +175,15 @@ impl SnapshotId {
 impl UserId {
     /// The Linux account name this user has inside a workspace.
     ///
-    /// Deterministic and collision-free: an id that already is a portable lowercase username
-    /// (`[a-z][a-z0-9_]{0,31}`, so `u_123` stays `u_123`) is used as it is; any other id becomes
-    /// `w-` + 16 hex digits of its SHA-256. The hyphen keeps the two forms apart.
+    /// Deterministic and collision-free: a seed-style id (`u_` followed by `[a-z0-9_]`, at most
+    /// 32 characters in all, so `u_123` stays `u_123`) is used as it is; any other id becomes
+    /// `w-` + 16 hex digits of its SHA-256. The hyphen keeps the two forms apart, and neither
+    /// form can name a system account (`root`, `daemon`, `www-data`, ...).
     pub fn linux_username(&self) -> String {
         let s = self.0.as_str();
         let direct = s.len() <= 32
-            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.len() > 2
+            && s.starts_with("u_")
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if direct {
             s.to_owned()
@@ -261,5 +257,9 @@ mod tests {
         assert_eq!(u("U_123").len(), 18);
         assert!(u("0abc").starts_with("w-"));
         assert!(u("a-b").starts_with("w-"));
+        for system in ["root", "daemon", "bin", "nobody", "www-data", "postgres", "u_"] {
+            assert!(u(system).starts_with("w-"), "{system} must not become a system account name");
+        }
+        assert_eq!(u("u_abc_9"), "u_abc_9");
     }
 }

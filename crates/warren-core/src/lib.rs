@@ -15,8 +15,8 @@ pub mod id;
 pub mod path;
 
 pub use backend::{
-    Backend, BackendKind, Capabilities, ExecControl, ExecEvent, ExecHandle, ExecOutput,
-    ExecRequest, ExitStatus, IsolationLevel, Limits, State, Stats, Status, TtySize, WorkspaceSpec,
+    Backend, BackendKind, Capabilities, ExecControl, ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus,
+    IsolationLevel, Limits, State, Stats, Status, TtySize, WorkspaceSpec,
 };
 pub use error::{Error, Result};
 pub use id::{SnapshotId, UserId, WorkspaceId};

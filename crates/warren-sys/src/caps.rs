@@ -7,10 +7,7 @@ use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 use crate::{Result, SysError};
 
 fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63)
 }
 
 fn prctl(op: libc::c_int, a: libc::c_ulong, what: &str) -> Result<()> {
@@ -34,8 +31,10 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<()> {
     }
     prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, "clearing ambient capabilities")?;
     setgroups(&[Gid::from_raw(gid)]).map_err(|e| SysError::errno("setting supplementary groups", e))?;
-    setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid)).map_err(|e| SysError::errno(format!("setresgid({gid})"), e))?;
-    setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid)).map_err(|e| SysError::errno(format!("setresuid({uid})"), e))?;
+    setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+        .map_err(|e| SysError::errno(format!("setresgid({gid})"), e))?;
+    setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+        .map_err(|e| SysError::errno(format!("setresuid({uid})"), e))?;
     clear_caps()?;
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")?;
     Ok(())

@@ -66,6 +66,7 @@ pub struct Usage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {
     version: Version,
+    root: PathBuf,
     /// (controller, directory); on v2 the controller is "".
     dirs: Vec<(&'static str, PathBuf)>,
 }
@@ -87,19 +88,25 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
 }
 
 impl Cgroup {
-    /// The cgroup `name` (a relative path such as `warren/ws_...`), without creating it.
+    /// The cgroup `name` (a relative path such as `warren/ws_...`) on this host's layout,
+    /// without creating it.
     pub fn open(name: &str) -> Result<Self> {
+        Self::open_at(Path::new(ROOT), version(), name)
+    }
+
+    /// The cgroup `name` under a given hierarchy root and layout (v2: the cgroup2 mount; v1: the
+    /// directory holding one mount per controller).
+    pub fn open_at(root: &Path, version: Version, name: &str) -> Result<Self> {
         if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(SysError::Invalid(format!("bad cgroup name {name:?}")));
         }
-        let version = version();
         let dirs = match version {
-            Version::V2 => vec![("", Path::new(ROOT).join(name))],
+            Version::V2 => vec![("", root.join(name))],
             Version::V1 => {
                 let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
                 let mut seen = Vec::new();
                 for c in V1_CONTROLLERS {
-                    let h = Path::new(ROOT).join(c);
+                    let h = root.join(c);
                     let Ok(real) = h.canonicalize() else { continue };
                     if !real.join("cgroup.procs").exists() || seen.contains(&real) {
                         continue;
@@ -108,19 +115,27 @@ impl Cgroup {
                     dirs.push((c, h.join(name)));
                 }
                 if !dirs.iter().any(|(c, _)| *c == "pids") || !dirs.iter().any(|(c, _)| *c == "memory") {
-                    return Err(SysError::Invalid("cgroup v1: the memory and pids controllers must be mounted under /sys/fs/cgroup".into()));
+                    return Err(SysError::Invalid(format!(
+                        "cgroup v1: the memory and pids controllers must be mounted under {}",
+                        root.display()
+                    )));
                 }
                 dirs
             }
         };
-        Ok(Self { version, dirs })
+        Ok(Self { version, root: root.to_owned(), dirs })
     }
 
     /// Creates the cgroup (and its parents) and applies `limits`. Existing directories are reused.
     pub fn create(name: &str, limits: &Limits) -> Result<Self> {
-        let cg = Self::open(name)?;
+        Self::create_at(Path::new(ROOT), version(), name, limits)
+    }
+
+    /// [`Cgroup::create`] under a given hierarchy root.
+    pub fn create_at(root: &Path, version: Version, name: &str, limits: &Limits) -> Result<Self> {
+        let cg = Self::open_at(root, version, name)?;
         if cg.version == Version::V2 {
-            enable_v2_controllers(&cg.dirs[0].1)?;
+            enable_v2_controllers(&cg.root, &cg.dirs[0].1)?;
         }
         for (_, d) in &cg.dirs {
             std::fs::create_dir_all(d).map_err(|e| SysError::io(format!("creating cgroup {}", d.display()), e))?;
@@ -135,10 +150,7 @@ impl Cgroup {
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|(c, _)| self.version == Version::V2 || *c == controller)
-            .map(|(_, d)| d.as_path())
+        self.dirs.iter().find(|(c, _)| self.version == Version::V2 || *c == controller).map(|(_, d)| d.as_path())
     }
 
     /// True if the cgroup directory exists.
@@ -151,13 +163,11 @@ impl Cgroup {
         match self.version {
             Version::V2 => {
                 let d = &self.dirs[0].1;
-                write(&d.join("memory.max"), &l.memory_bytes.map_or("max".into(), |m| m.to_string()))?;
-                if d.join("memory.swap.max").exists() {
-                    write(&d.join("memory.swap.max"), "0")?;
-                }
-                let quota = l.cpu_millis.map_or("max".into(), |m| (m as u64 * CPU_PERIOD_US / 1000).to_string());
-                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                write(&d.join("pids.max"), &l.pids.map_or("max".into(), |p| p.to_string()))?;
+                let cpu = l.cpu_millis.map(|m| format!("{} {CPU_PERIOD_US}", m as u64 * CPU_PERIOD_US / 1000));
+                limit_v2(d, "memory.max", l.memory_bytes.map(|m| m.to_string()), "max")?;
+                limit_v2(d, "memory.swap.max", l.memory_bytes.map(|_| "0".to_owned()), "max")?;
+                limit_v2(d, "cpu.max", cpu, &format!("max {CPU_PERIOD_US}"))?;
+                limit_v2(d, "pids.max", l.pids.map(|p| p.to_string()), "max")?;
             }
             Version::V1 => {
                 if let Some(d) = self.dir("memory") {
@@ -244,7 +254,11 @@ impl Cgroup {
                 write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
                 while keyed(&d.join("cgroup.events"), "frozen") != Some(frozen as u64) {
                     if Instant::now() > deadline {
-                        return Err(SysError::Invalid(format!("cgroup {} did not {} in 5 s", d.display(), if frozen { "freeze" } else { "thaw" })));
+                        return Err(SysError::Invalid(format!(
+                            "cgroup {} did not {} in 5 s",
+                            d.display(),
+                            if frozen { "freeze" } else { "thaw" }
+                        )));
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -287,7 +301,8 @@ impl Cgroup {
             // Freeze so nobody forks between reading the list and the kill (v1 has no cgroup.kill).
             let frozen = self.freeze(true).is_ok();
             for p in &pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p as i32), nix::sys::signal::Signal::SIGKILL);
             }
             if frozen {
                 let _ = self.freeze(false);
@@ -319,9 +334,27 @@ impl Cgroup {
     }
 }
 
-fn enable_v2_controllers(leaf: &Path) -> Result<()> {
+/// Writes a v2 limit file. A limit that is set needs its controller (an error names it); an unset
+/// one is reset to `unlimited` where the controller exists and skipped where it does not.
+/// (`memory.swap.max` is absent without swap accounting: then there is no swap to forbid.)
+fn limit_v2(dir: &Path, file: &str, value: Option<String>, unlimited: &str) -> Result<()> {
+    let path = dir.join(file);
+    let exists = path.exists();
+    match value {
+        Some(v) if exists => write(&path, &v),
+        Some(_) if file == "memory.swap.max" => Ok(()),
+        Some(_) => Err(SysError::Invalid(format!(
+            "cgroup v2: {} is missing, so this limit cannot be enforced; enable the controller for warren's cgroup subtree",
+            path.display()
+        ))),
+        None if exists => write(&path, unlimited),
+        None => Ok(()),
+    }
+}
+
+fn enable_v2_controllers(root: &Path, leaf: &Path) -> Result<()> {
     // Every ancestor between the root and the leaf must delegate the controllers.
-    let mut ancestors: Vec<&Path> = leaf.ancestors().skip(1).take_while(|a| a.starts_with(ROOT)).collect();
+    let mut ancestors: Vec<&Path> = leaf.ancestors().skip(1).take_while(|a| a.starts_with(root)).collect();
     ancestors.reverse();
     for a in ancestors {
         if !a.exists() {
@@ -336,4 +369,80 @@ fn enable_v2_controllers(leaf: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_dead(pid: u32) {
+        for _ in 0..5000 {
+            match crate::proc::stat(pid) {
+                None => return,
+                Some(st) if st.state == 'Z' => return,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        panic!("process {pid} survived");
+    }
+
+    fn exercise(cg: &Cgroup) {
+        let mut child = std::process::Command::new("sleep").arg("1000").spawn().expect("spawn sleep");
+        cg.join(child.id()).expect("join");
+        assert_eq!(cg.pids(), vec![child.id()]);
+        cg.freeze(true).expect("freeze");
+        let st = crate::proc::stat(child.id()).expect("alive");
+        assert!(st.state == 'D' || st.state == 'S' || st.state == 'T', "frozen task state {}", st.state);
+        cg.freeze(false).expect("thaw");
+        cg.kill_all().expect("kill");
+        let _ = child.wait();
+        wait_dead(child.id());
+        assert!(cg.pids().is_empty());
+        cg.destroy().expect("destroy");
+        assert!(!cg.exists());
+    }
+
+    /// This host's layout (v1 on the development machines): limits land in the right files.
+    #[test]
+    fn host_layout_limits_and_lifecycle() {
+        let name = format!("warren-test/sys-{}", std::process::id());
+        let l = Limits { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids: Some(10) };
+        let cg = Cgroup::create(&name, &l).expect("create");
+        let u = cg.usage();
+        assert_eq!(u.memory_limit, Some(64 << 20));
+        match cg.version() {
+            Version::V1 => {
+                let d = cg.dir("pids").expect("pids");
+                assert_eq!(std::fs::read_to_string(d.join("pids.max")).expect("read").trim(), "10");
+                let c = cg.dir("cpu").expect("cpu");
+                assert_eq!(std::fs::read_to_string(c.join("cpu.cfs_quota_us")).expect("read").trim(), "50000");
+            }
+            Version::V2 => {
+                let d = &cg.dirs[0].1;
+                assert_eq!(std::fs::read_to_string(d.join("cpu.max")).expect("read").trim(), "50000 100000");
+            }
+        }
+        exercise(&cg);
+    }
+
+    /// The v2 code path on a cgroup2 mount, even on a hybrid host (where the v2 mount has no
+    /// controllers: join, freeze, kill and destroy still work; a requested limit is refused).
+    #[test]
+    fn v2_code_path_on_the_unified_mount() {
+        let root = if version() == Version::V2 { PathBuf::from(ROOT) } else { PathBuf::from("/sys/fs/cgroup/unified") };
+        if !root.join("cgroup.procs").exists() {
+            eprintln!("skipped: no cgroup2 mount at {}", root.display());
+            return;
+        }
+        let name = format!("warren-test/v2-{}", std::process::id());
+        let cg = Cgroup::create_at(&root, Version::V2, &name, &Limits::default()).expect("create");
+        if !root.join("cgroup.controllers").exists()
+            || !std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default().contains("pids")
+        {
+            let e = cg.set_limits(&Limits { pids: Some(10), ..Default::default() }).expect_err("no pids controller");
+            assert!(e.to_string().contains("pids.max"), "{e}");
+        }
+        exercise(&cg);
+        let _ = std::fs::remove_dir(root.join("warren-test"));
+    }
 }

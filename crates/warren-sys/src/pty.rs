@@ -111,7 +111,8 @@ mod tests {
         let uid = 2_000_005;
         let (master, slave) = openpty(33, 101).expect("openpty");
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg("tty; stty size; test -t 0 && echo interactive; id -u; echo $$ $(cut -d' ' -f8 /proc/$$/stat)");
+        cmd.arg("-c")
+            .arg("tty; stty size; test -t 0 && echo interactive; id -u; echo $$ $(cut -d' ' -f8 /proc/$$/stat)");
         cmd.current_dir("/").env_clear().env("PATH", "/usr/bin:/bin");
         let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
         cmd.stdin(io(&slave)).stdout(io(&slave)).stderr(io(&slave));

@@ -72,7 +72,7 @@ pub const DENIED: &[(&str, i64)] = &[
 ];
 
 /// `ioctl` requests denied (argument 1).
-pub const DENIED_IOCTLS: &[(&str, u64)] = &[("TIOCSTI", libc::TIOCSTI as u64), ("TIOCLINUX", libc::TIOCLINUX as u64)];
+pub const DENIED_IOCTLS: &[(&str, u64)] = &[("TIOCSTI", libc::TIOCSTI), ("TIOCLINUX", libc::TIOCLINUX)];
 
 /// Namespace flags `clone` may not carry.
 const CLONE_NS_FLAGS: &[i32] = &[
@@ -107,31 +107,29 @@ pub fn compile() -> Result<Filters> {
     for (_, nr) in DENIED {
         rules.insert(*nr, vec![]);
     }
-    let ioctl_rules = DENIED_IOCTLS
-        .iter()
-        .map(|(_, req)| cond(1, SeccompCmpOp::Eq, *req))
-        .collect::<Result<Vec<_>>>()?;
+    let ioctl_rules =
+        DENIED_IOCTLS.iter().map(|(_, req)| cond(1, SeccompCmpOp::Eq, *req)).collect::<Result<Vec<_>>>()?;
     rules.insert(libc::SYS_ioctl, ioctl_rules);
     let clone_rules = CLONE_NS_FLAGS
         .iter()
         .map(|f| cond(0, SeccompCmpOp::MaskedEq(*f as u64), *f as u64))
         .collect::<Result<Vec<_>>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
-    let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), ARCH).map_err(err)?;
+    let deny =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), ARCH).map_err(err)?;
     let mut c3 = BTreeMap::new();
     c3.insert(libc::SYS_clone3, vec![]);
-    let clone3 = SeccompFilter::new(c3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), ARCH).map_err(err)?;
-    Ok(Filters {
-        deny: deny.try_into().map_err(err)?,
-        clone3: clone3.try_into().map_err(err)?,
-    })
+    let clone3 =
+        SeccompFilter::new(c3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), ARCH).map_err(err)?;
+    Ok(Filters { deny: deny.try_into().map_err(err)?, clone3: clone3.try_into().map_err(err)? })
 }
 
 /// Installs the filters on the calling thread (and so on everything it later forks or execs).
 /// `no_new_privs` must already be set, or the caller must hold `CAP_SYS_ADMIN`.
 pub fn install(f: &Filters) -> Result<()> {
     seccompiler::apply_filter(&f.deny).map_err(|e| SysError::Invalid(format!("installing the seccomp filter: {e}")))?;
-    seccompiler::apply_filter(&f.clone3).map_err(|e| SysError::Invalid(format!("installing the seccomp filter: {e}")))?;
+    seccompiler::apply_filter(&f.clone3)
+        .map_err(|e| SysError::Invalid(format!("installing the seccomp filter: {e}")))?;
     Ok(())
 }
 

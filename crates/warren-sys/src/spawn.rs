@@ -85,14 +85,7 @@ pub struct SpawnOptions {
 impl SpawnOptions {
     /// Options running as `uid`:`gid` with nothing else set.
     pub fn new(uid: u32, gid: u32) -> Self {
-        Self {
-            uid,
-            gid,
-            rlimits: Vec::new(),
-            new_session: false,
-            controlling_tty: false,
-            die_with_parent: false,
-        }
+        Self { uid, gid, rlimits: Vec::new(), new_session: false, controlling_tty: false, die_with_parent: false }
     }
 }
 
@@ -101,16 +94,14 @@ impl SpawnOptions {
 pub fn apply(cmd: &mut Command, opts: &SpawnOptions) {
     cmd.uid(opts.uid).gid(opts.gid);
     // Everything the hook needs is computed here, in the parent: the child must not allocate.
-    let rlimits: Vec<(RawResource, libc::rlim_t)> = opts
-        .rlimits
-        .iter()
-        .map(|&(r, v)| (r.raw(), v as libc::rlim_t))
-        .collect();
+    let rlimits: Vec<(RawResource, libc::rlim_t)> =
+        opts.rlimits.iter().map(|&(r, v)| (r.raw(), v as libc::rlim_t)).collect();
     let new_session = opts.new_session;
     let controlling_tty = opts.controlling_tty && opts.new_session;
     let die_with_parent = opts.die_with_parent;
     let parent = std::process::id() as libc::pid_t;
-    let hook = move || -> io::Result<()> { child_setup(new_session, controlling_tty, &rlimits, die_with_parent, parent) };
+    let hook =
+        move || -> io::Result<()> { child_setup(new_session, controlling_tty, &rlimits, die_with_parent, parent) };
     // SAFETY: the hook runs in the forked child of a possibly multi-threaded parent, where only
     // async-signal-safe functions may be called. `child_setup` makes raw system calls only
     // (setsid, ioctl, getrlimit, setrlimit, prctl, getppid), reads the already-built `rlimits`
@@ -166,12 +157,30 @@ fn child_setup(
         }
     }
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } < 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_NO_NEW_PRIVS,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     if die_with_parent {
         // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } < 0 {
+        if unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         // The parent may have died before the prctl: then nobody would send the signal.
@@ -330,11 +339,8 @@ mod tests {
         apply(&mut cmd, &SpawnOptions::new(uid, uid));
         let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("read");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
+            .expect("read");
         assert_eq!(line, "started\n");
         kill_all_of_uid(uid).expect("kill");
         let status = child.wait().expect("wait");
