@@ -21,6 +21,10 @@
 //!   | `memory_bytes` | `RLIMIT_AS` | rough: caps each process's *virtual* address space, not the workspace's memory; programs that reserve much address space (JVMs, Go, some allocators) may fail under it |
 //!   | `disk_bytes` | `RLIMIT_FSIZE` | rough: caps the size of each file written, not the total |
 //!
+//! * **Account**: `create` adds `{username}:*:{uid}:{gid}:warren workspace:{home}:/usr/sbin/nologin`
+//!   to the host's `/etc/passwd` (and the group to `/etc/group`) so `id -un`, `whoami` and `ls -l`
+//!   show the name; the account cannot log in. `destroy` removes it. Only lines warren made are
+//!   touched; a uid or name already used by a host account is left alone (see `accounts.rs`).
 //! * **Lifecycle**: "running" is a state file outside the home,
 //!   `{state}/run/dir/{workspace_id}.json` (written atomically), so a restarted warren sees the
 //!   truth. A stopped workspace refuses exec. `stop` kills every host process whose uid is the
@@ -32,7 +36,7 @@
 //! # What it does NOT isolate
 //!
 //! * **Processes are visible**: a workspace sees every host process in `/proc` and `ps`, with
-//!   command lines and (where not restricted) environments of its own.
+//!   its command line (which is where secrets passed as arguments leak).
 //! * **Network is open**: a workspace has the host's network, including services bound to
 //!   localhost. [`WorkspaceSpec::network`] is not enforced.
 //! * **The host filesystem is readable** wherever ordinary permissions allow it (`/etc`, `/usr`,
@@ -44,6 +48,7 @@
 //!
 //! Use the `ns` backend wherever it runs; `dir` is for hosts that cannot give namespaces.
 
+mod accounts;
 mod exec;
 mod procs;
 
@@ -55,7 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use warren_core::backend::{blocking, disk_usage, HostFiles};
+use warren_core::backend::{disk_usage, HostFiles};
 use warren_core::{
     Backend, BackendKind, Capabilities, Error, ExecHandle, ExecRequest, IsolationLevel, Result, State, Stats, Status,
     WorkspaceSpec,
@@ -71,6 +76,7 @@ pub struct DirBackend {
     state_dir: PathBuf,
     workspaces: PathBuf,
     run_dir: PathBuf,
+    accounts: accounts::AccountDb,
 }
 
 /// What the run file of a running workspace holds.
@@ -92,6 +98,7 @@ impl DirBackend {
             state_dir: state_dir.to_owned(),
             workspaces: state_dir.join("workspaces"),
             run_dir: state_dir.join("run").join("dir"),
+            accounts: accounts::AccountDb::host(),
         };
         b.prepare()?;
         Ok(b)
@@ -245,6 +252,32 @@ impl DirBackend {
         Ok(())
     }
 
+    fn account<'a>(&self, spec: &'a WorkspaceSpec, home: &'a Path) -> accounts::Account<'a> {
+        accounts::Account { name: &spec.username, uid: spec.uid, gid: spec.gid, home }
+    }
+
+    /// Adds the workspace's host account entries; best effort (a workspace runs without them,
+    /// only nameless), so problems are logged, not returned.
+    fn ensure_account(&self, spec: &WorkspaceSpec) {
+        let home = self.home(spec);
+        match self.accounts.ensure(self.account(spec, &home)) {
+            Ok(skipped) => {
+                for why in skipped {
+                    tracing::warn!(username = %spec.username, uid = spec.uid, "host account entry not added: {why}");
+                }
+            }
+            Err(e) => tracing::warn!(username = %spec.username, error = %e, "adding the host account entries failed"),
+        }
+    }
+
+    /// Removes the workspace's host account entries; best effort like [`Self::ensure_account`].
+    fn remove_account(&self, spec: &WorkspaceSpec) {
+        let home = self.home(spec);
+        if let Err(e) = self.accounts.remove(self.account(spec, &home)) {
+            tracing::warn!(username = %spec.username, error = %e, "removing the host account entries failed");
+        }
+    }
+
     fn write_run_file(&self, spec: &WorkspaceSpec) -> Result<()> {
         self.prepare()?;
         let rf = RunFile {
@@ -292,6 +325,13 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Runs blocking work off the runtime, inside the caller's span (so its logs carry the
+/// workspace id).
+async fn in_span<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let span = tracing::Span::current();
+    warren_core::backend::blocking(move || span.in_scope(f)).await
+}
+
 /// Refuses uids that are not a dedicated, unprivileged workspace uid.
 fn check_spec(spec: &WorkspaceSpec) -> Result<()> {
     for (what, id) in [("uid", spec.uid), ("gid", spec.gid)] {
@@ -325,7 +365,12 @@ impl Backend for DirBackend {
         check_spec(spec)?;
         spec.limits.validate()?;
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || this.create_home(&spec)).await?;
+        in_span(move || {
+            this.create_home(&spec)?;
+            this.ensure_account(&spec);
+            Ok(())
+        })
+        .await?;
         tracing::info!("workspace directory ready");
         Ok(())
     }
@@ -334,11 +379,12 @@ impl Backend for DirBackend {
     async fn start(&self, spec: &WorkspaceSpec) -> Result<Status> {
         check_spec(spec)?;
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || {
+        in_span(move || {
             match this.current_status(&spec)?.state {
                 State::Absent => return Err(Self::not_found(&spec)),
                 State::Running => {}
                 State::Stopped => {
+                    this.ensure_account(&spec);
                     this.write_run_file(&spec)?;
                     tracing::info!("workspace started");
                 }
@@ -352,7 +398,7 @@ impl Backend for DirBackend {
     async fn stop(&self, spec: &WorkspaceSpec) -> Result<()> {
         check_spec(spec)?;
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || {
+        in_span(move || {
             // First refuse new commands, then kill what runs.
             this.remove_run_file(&spec)?;
             procs::kill_all(spec.uid)?;
@@ -365,14 +411,14 @@ impl Backend for DirBackend {
     #[tracing::instrument(skip_all, fields(workspace = %spec.id))]
     async fn status(&self, spec: &WorkspaceSpec) -> Result<Status> {
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || this.current_status(&spec)).await
+        in_span(move || this.current_status(&spec)).await
     }
 
     #[tracing::instrument(skip_all, fields(workspace = %spec.id))]
     async fn destroy(&self, spec: &WorkspaceSpec) -> Result<()> {
         check_spec(spec)?;
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || {
+        in_span(move || {
             this.remove_run_file(&spec)?;
             procs::kill_all(spec.uid)?;
             if this.exists(&spec)? {
@@ -382,6 +428,7 @@ impl Backend for DirBackend {
                 std::fs::remove_dir_all(&home).map_err(|e| Error::io(format!("removing {}", home.display()), e))?;
                 sync_dir(&this.workspaces);
             }
+            this.remove_account(&spec);
             tracing::info!("workspace destroyed");
             Ok(())
         })
@@ -393,7 +440,7 @@ impl Backend for DirBackend {
         check_spec(spec)?;
         req.validate()?;
         let (this, s) = (self.clone(), spec.clone());
-        match blocking(move || this.current_status(&s)).await?.state {
+        match in_span(move || this.current_status(&s)).await?.state {
             State::Absent => return Err(Self::not_found(spec)),
             State::Stopped => {
                 return Err(Error::Conflict(format!("workspace of user {} is stopped; start it first", spec.user)))
@@ -406,7 +453,7 @@ impl Backend for DirBackend {
     #[tracing::instrument(skip_all, fields(workspace = %spec.id))]
     async fn stats(&self, spec: &WorkspaceSpec) -> Result<Stats> {
         let (this, spec) = (self.clone(), spec.clone());
-        blocking(move || {
+        in_span(move || {
             if !this.exists(&spec)? {
                 return Err(Self::not_found(&spec));
             }

@@ -81,6 +81,6 @@ pub(crate) fn kill_all(uid: u32) -> Result<()> {
         return Ok(());
     }
     Err(Error::Internal(format!(
-        "processes {left:?} of uid {uid} survived SIGKILL for over 20 seconds (stuck in the kernel?); try stopping again"
+        "processes {left:?} of uid {uid} survived SIGKILL for about 30 seconds (stuck in the kernel?); try stopping again"
     )))
 }

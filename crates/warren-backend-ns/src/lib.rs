@@ -351,6 +351,14 @@ impl Backend for NsBackend {
         client::exec(&sock, request, spec.id.to_string()).instrument(info_span!("ns.exec", workspace = %spec.id)).await
     }
 
+    async fn freeze(&self, spec: &WorkspaceSpec, frozen: bool) -> Result<()> {
+        if self.live_init(spec).is_none() {
+            return Err(Error::Conflict(format!("workspace of user {} is not running; nothing to freeze", spec.user)));
+        }
+        let name = Self::cgroup_name(spec);
+        blocking(move || Cgroup::open(&name).map_err(sys_err)?.freeze(frozen).map_err(sys_err)).await
+    }
+
     async fn stats(&self, spec: &WorkspaceSpec) -> Result<Stats> {
         let home = self.home(spec);
         if !home.is_dir() {

@@ -404,6 +404,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Where the workspace's files are on the host, if they are there.
     fn host_files(&self, spec: &WorkspaceSpec) -> Option<HostFiles>;
 
+    /// Freezes (`true`) or thaws (`false`) every process of a running workspace, for a consistent
+    /// snapshot without stopping it. Backends that cannot return [`Error::Unsupported`]
+    /// (their `capabilities().freeze` is false) and callers fall back to stop + start.
+    async fn freeze(&self, spec: &WorkspaceSpec, frozen: bool) -> Result<()> {
+        let _ = (spec, frozen);
+        Err(Error::Unsupported(format!("the {} backend cannot freeze a workspace", self.capabilities().kind)))
+    }
+
     /// Runs a command to completion and collects its output.
     async fn exec(&self, spec: &WorkspaceSpec, req: ExecRequest) -> Result<ExecOutput> {
         req.validate()?;

@@ -142,6 +142,18 @@ impl Confined {
         Ok(buf)
     }
 
+    /// Opens a regular file for reading, to stream it (no size limit; FIFOs, devices and
+    /// directories are refused like in [`Confined::read`]). Returns it with its description.
+    pub fn open_read(&self, p: &WorkspacePath) -> Result<(File, DirEntry)> {
+        let fd = self.open_at(p, OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK, "reading")?;
+        let st = fstat(fd.as_fd()).map_err(|e| path_err(p, e, "reading"))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(Error::InvalidPath { path: p.to_string(), reason: "not a regular file".into() });
+        }
+        let name = p.split().map_or_else(|| OsString::from("."), |(_, n)| n.to_owned());
+        Ok((File::from(fd), entry(&name, &st)))
+    }
+
     /// Opens (creating if asked) the directory `p`, one component at a time.
     fn dir(&self, p: &WorkspacePath, create: bool) -> Result<OwnedFd> {
         if !create {

@@ -26,7 +26,7 @@ use warren_backend_dir::DirBackend;
 use warren_backend_ns::{HelperCmd, NsBackend};
 use warren_core::backend::blocking;
 use warren_core::config::Config;
-use warren_core::fs::DirEntry;
+use warren_core::fs::{Confined, DirEntry};
 use warren_core::{
     Backend, BackendKind, Capabilities, Error, ExecHandle, ExecOutput, ExecRequest, Limits, Result, State, Stats,
     UserId, WorkspaceId, WorkspacePath, WorkspaceSpec,
@@ -328,6 +328,29 @@ impl Engine {
     pub async fn events(&self, user: Option<&UserId>, limit: usize) -> Result<Vec<Event>> {
         let u = user.cloned();
         self.db(move |s| s.events(u.as_ref(), limit)).await
+    }
+
+    /// Records an event of `kind` in the audit trail, of `user`'s workspace when `user` is
+    /// given (the server records every mutating API call this way).
+    pub async fn audit(&self, user: Option<&UserId>, kind: &str, detail: serde_json::Value) -> Result<()> {
+        let (u, event) = (user.cloned(), NewEvent::new(kind, detail));
+        self.db(move |s| {
+            let ws = match &u {
+                Some(u) => s.get_workspace(u)?.map(|r| r.workspace_id),
+                None => None,
+            };
+            s.record_event(u.as_ref(), ws.as_ref(), &event)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Confined file access beneath the user's workspace home: one lookup, then every open
+    /// goes through [`Confined`] (for bulk work such as tar upload and download).
+    #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
+    pub async fn files(&self, user: &UserId) -> Result<Confined> {
+        let (rec, backend) = self.lookup(user).await?;
+        backend.confined(&spec_of(&rec))
     }
 
     /// The stored record and its backend; `NotFound` if the user has no workspace.

@@ -136,7 +136,11 @@ pub fn write_archive<W: Write>(source: &Path, out: W, opts: &ArchiveOptions) -> 
     stats.archive_bytes = bytes;
     stats.sha256 = sha256;
     if let Some(p) = &opts.progress {
-        p(Progress { entries: stats.entry_count, bytes: stats.unpacked_bytes, total_bytes: Some(stats.unpacked_bytes) });
+        p(Progress {
+            entries: stats.entry_count,
+            bytes: stats.unpacked_bytes,
+            total_bytes: Some(stats.unpacked_bytes),
+        });
     }
     if stats.skipped > 0 || stats.changed > 0 {
         tracing::warn!(skipped = stats.skipped, changed = stats.changed, "snapshot archive written with warnings");
@@ -154,9 +158,16 @@ struct Job {
 
 enum FileRead {
     /// Read whole; `changed` if its size moved while reading (then padded or cut to `st_size`).
-    Small { st: FileStat, data: Vec<u8>, changed: bool },
+    Small {
+        st: FileStat,
+        data: Vec<u8>,
+        changed: bool,
+    },
     /// Open, to be streamed by the writer.
-    Large { st: FileStat, file: File },
+    Large {
+        st: FileStat,
+        file: File,
+    },
     /// Gone, or no longer a regular file.
     Vanished,
     Failed(SnapshotError),
@@ -239,7 +250,8 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn walk(&mut self, dir: Arc<OwnedFd>, prefix: Vec<u8>) -> Result<()> {
-        let shown_dir = || if prefix.is_empty() { ".".to_owned() } else { String::from_utf8_lossy(&prefix).into_owned() };
+        let shown_dir =
+            || if prefix.is_empty() { ".".to_owned() } else { String::from_utf8_lossy(&prefix).into_owned() };
         let mut names: Vec<(OsString, Option<nix::dir::Type>)> = {
             let mut d = nix::dir::Dir::openat(
                 dir.as_fd(),
@@ -273,14 +285,18 @@ impl<W: Write> Walker<'_, W> {
                 None => match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => kind_of(&st),
                     Err(Errno::ENOENT) => continue,
-                    Err(e) => return Err(SnapshotError::errno(format!("stat of {}", String::from_utf8_lossy(&path)), e)),
+                    Err(e) => {
+                        return Err(SnapshotError::errno(format!("stat of {}", String::from_utf8_lossy(&path)), e))
+                    }
                 },
             };
             self.count_entry(&path)?;
             if kind == SFlag::S_IFREG {
                 let (tx, rx) = mpsc::sync_channel(1);
                 let job = Job { dir: Arc::clone(&dir), name, path: path.clone(), reply: tx };
-                self.jobs.send(job).map_err(|_| SnapshotError::internal("snapshot file readers stopped unexpectedly"))?;
+                self.jobs
+                    .send(job)
+                    .map_err(|_| SnapshotError::internal("snapshot file readers stopped unexpectedly"))?;
                 self.push(Item::File { path, reply: rx })?;
             } else if kind == SFlag::S_IFDIR {
                 let fd = match nix::fcntl::openat(
@@ -294,7 +310,9 @@ impl<W: Write> Walker<'_, W> {
                         self.changed(&path, "vanished or changed type while archiving");
                         continue;
                     }
-                    Err(e) => return Err(SnapshotError::errno(format!("opening {}", String::from_utf8_lossy(&path)), e)),
+                    Err(e) => {
+                        return Err(SnapshotError::errno(format!("opening {}", String::from_utf8_lossy(&path)), e))
+                    }
                 };
                 let st = fstat(fd.as_fd()).map_err(|e| SnapshotError::errno("stat of a directory", e))?;
                 if st.st_dev != self.root_dev {
@@ -311,7 +329,9 @@ impl<W: Write> Walker<'_, W> {
                         self.changed(&path, "vanished or changed type while archiving");
                         continue;
                     }
-                    Err(e) => return Err(SnapshotError::errno(format!("reading link {}", String::from_utf8_lossy(&path)), e)),
+                    Err(e) => {
+                        return Err(SnapshotError::errno(format!("reading link {}", String::from_utf8_lossy(&path)), e))
+                    }
                 };
                 if let Err(why) = check_link_target(&target) {
                     return Err(Self::invalid(&path, why));
@@ -319,7 +339,9 @@ impl<W: Write> Walker<'_, W> {
                 let st = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => st,
                     Err(Errno::ENOENT) => continue,
-                    Err(e) => return Err(SnapshotError::errno(format!("stat of {}", String::from_utf8_lossy(&path)), e)),
+                    Err(e) => {
+                        return Err(SnapshotError::errno(format!("stat of {}", String::from_utf8_lossy(&path)), e))
+                    }
                 };
                 self.push(Item::Symlink { path, target, st })?;
             } else {
@@ -331,7 +353,10 @@ impl<W: Write> Walker<'_, W> {
 
     fn count_entry(&mut self, path: &[u8]) -> Result<()> {
         if self.stats.entry_count >= self.limits.max_entries {
-            return Err(Self::invalid(path, format!("the workspace has more than {} entries", self.limits.max_entries)));
+            return Err(Self::invalid(
+                path,
+                format!("the workspace has more than {} entries", self.limits.max_entries),
+            ));
         }
         self.stats.entry_count += 1;
         Ok(())
@@ -384,7 +409,9 @@ impl<W: Write> Walker<'_, W> {
                 self.builder.append_link(&mut h, OsStr::from_bytes(&path), OsStr::from_bytes(&target)).map_err(tio)?;
             }
             Item::File { path, reply } => {
-                let read = reply.recv().unwrap_or_else(|_| FileRead::Failed(SnapshotError::internal("a snapshot file reader died")));
+                let read = reply
+                    .recv()
+                    .unwrap_or_else(|_| FileRead::Failed(SnapshotError::internal("a snapshot file reader died")));
                 let (st, body) = match read {
                     FileRead::Small { st, data, changed } => (st, Body::Small(data, changed)),
                     FileRead::Large { st, file } => (st, Body::Large(file)),

@@ -66,6 +66,10 @@ pub struct ExtractOptions {
     pub archive_bytes: Option<u64>,
     /// Writer threads; 0 (the default) means one per core.
     pub threads: usize,
+    /// Make the extracted tree durable before returning (one `syncfs` of the staging
+    /// directory's file system, no per-file fsync). On by default: a restore swaps the tree in
+    /// and deletes the old one, so without it a power loss right after could leave neither.
+    pub sync: bool,
     /// Told about progress now and then.
     pub progress: Option<ProgressFn>,
 }
@@ -78,6 +82,7 @@ impl Default for ExtractOptions {
             root_mode: 0o700,
             archive_bytes: None,
             threads: 0,
+            sync: true,
             progress: None,
         }
     }
@@ -91,6 +96,7 @@ impl std::fmt::Debug for ExtractOptions {
             .field("root_mode", &format_args!("{:o}", self.root_mode))
             .field("archive_bytes", &self.archive_bytes)
             .field("threads", &self.threads)
+            .field("sync", &self.sync)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -133,6 +139,7 @@ impl std::error::Error for OverBudget {}
 struct Metered<R> {
     inner: R,
     left: Rc<Cell<u64>>,
+    total: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Read for Metered<R> {
@@ -144,6 +151,7 @@ impl<R: Read> Read for Metered<R> {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left.set(left - n as u64);
+        self.total.set(self.total.get() + n as u64);
         Ok(n)
     }
 }
@@ -209,13 +217,12 @@ fn drive<R: Read>(reader: R, opts: &ExtractOptions, sink: &mut dyn Sink) -> Resu
     let limits = &opts.limits;
     let cap = limits.byte_cap(opts.archive_bytes);
     let meta = limits.max_metadata_bytes.saturating_add(HEADER_SLACK);
-    let mut decoder = zstd::stream::read::Decoder::new(reader)
-        .map_err(|e| SnapshotError::io("setting up the zstd decoder", e))?;
-    decoder
-        .window_log_max(limits.window_log_max)
-        .map_err(|e| SnapshotError::io("setting up the zstd decoder", e))?;
+    let mut decoder =
+        zstd::stream::read::Decoder::new(reader).map_err(|e| SnapshotError::io("setting up the zstd decoder", e))?;
+    decoder.window_log_max(limits.window_log_max).map_err(|e| SnapshotError::io("setting up the zstd decoder", e))?;
     let left = Rc::new(Cell::new(meta));
-    let mut archive = tar::Archive::new(Metered { inner: decoder, left: Rc::clone(&left) });
+    let total = Rc::new(Cell::new(0u64));
+    let mut archive = tar::Archive::new(Metered { inner: decoder, left: Rc::clone(&left), total: Rc::clone(&total) });
     let mut stats = ExtractStats::default();
     let mut declared: u64 = 0;
     let mut seen: u64 = 0;
@@ -247,7 +254,9 @@ fn drive<R: Read>(reader: R, opts: &ExtractOptions, sink: &mut dyn Sink) -> Resu
                 .into_iter()
                 .map(<[u8]>::to_vec)
                 .collect();
-            let corrupt = |e: io::Error| SnapshotError::Corrupt(format!("bad tar header for {:?}: {e}", String::from_utf8_lossy(&raw)));
+            let corrupt = |e: io::Error| {
+                SnapshotError::Corrupt(format!("bad tar header for {:?}: {e}", String::from_utf8_lossy(&raw)))
+            };
             let mode = entry.header().mode().map_err(corrupt)?;
             if mode & 0o6000 != 0 {
                 return Err(SnapshotError::rejected(&raw, Rejection::SetuidSetgid { mode }));
@@ -282,13 +291,7 @@ fn drive<R: Read>(reader: R, opts: &ExtractOptions, sink: &mut dyn Sink) -> Resu
             if declared > cap {
                 return Err(SnapshotError::rejected(&raw, Rejection::TooLarge { declared, cap }));
             }
-            let checked = Checked {
-                raw,
-                comps,
-                kind,
-                mode: mode & 0o777,
-                mtime,
-            };
+            let checked = Checked { raw, comps, kind, mode: mode & 0o777, mtime };
             if checked.comps.is_empty() {
                 // The archive root (`./`): its mode and owner are warren's to set.
                 if !matches!(checked.kind, Kind::Dir) {
@@ -345,6 +348,13 @@ fn drive<R: Read>(reader: R, opts: &ExtractOptions, sink: &mut dyn Sink) -> Resu
             read_error(e, &last, limits)
         }
     })?;
+    // Even an empty tree has the end-of-archive marker (two zero blocks).
+    if total.get() < 1024 {
+        return Err(SnapshotError::Corrupt(format!(
+            "the stream holds {} bytes of tar data, too few for a tar archive (an empty or truncated file?)",
+            total.get()
+        )));
+    }
     if let Some(p) = &opts.progress {
         p(Progress { entries: stats.entries(), bytes: stats.bytes, total_bytes: Some(stats.bytes) });
     }
@@ -460,7 +470,8 @@ impl Sink for Scanner {
 
     fn file(&mut self, e: &Checked, _size: u64, data: &mut dyn Read) -> Result<()> {
         self.place(e, Node::File)?;
-        io::copy(data, &mut io::sink()).map_err(|err| SnapshotError::io(format!("reading {:?}", String::from_utf8_lossy(&e.raw)), err))?;
+        io::copy(data, &mut io::sink())
+            .map_err(|err| SnapshotError::io(format!("reading {:?}", String::from_utf8_lossy(&e.raw)), err))?;
         Ok(())
     }
 }
@@ -473,10 +484,9 @@ pub fn extract_to<R: Read>(reader: R, dest: &Path, opts: &ExtractOptions) -> Res
     let (parent, name) = fsutil::split_parent(dest)?;
     let pfd = fsutil::open_dir(parent)?;
     nix::sys::stat::mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o700)).map_err(|e| match e {
-        Errno::EEXIST => SnapshotError::Core(warren_core::Error::AlreadyExists(format!(
-            "staging directory {}",
-            dest.display()
-        ))),
+        Errno::EEXIST => {
+            SnapshotError::Core(warren_core::Error::AlreadyExists(format!("staging directory {}", dest.display())))
+        }
         e => SnapshotError::errno(format!("creating staging directory {}", dest.display()), e),
     })?;
     let result = extract_into_new(reader, pfd.as_fd(), name, opts);
@@ -488,7 +498,12 @@ pub fn extract_to<R: Read>(reader: R, dest: &Path, opts: &ExtractOptions) -> Res
     result
 }
 
-fn extract_into_new<R: Read>(reader: R, parent: std::os::fd::BorrowedFd<'_>, name: &OsStr, opts: &ExtractOptions) -> Result<ExtractStats> {
+fn extract_into_new<R: Read>(
+    reader: R,
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     let root = nix::fcntl::openat(
         parent,
         name,
@@ -540,6 +555,9 @@ fn extract_into_new<R: Read>(reader: R, parent: std::os::fd::BorrowedFd<'_>, nam
             .map_err(|e| SnapshotError::errno("setting the staging directory's mode", e))
     };
     chown(&root)?;
+    if opts.sync {
+        nix::unistd::syncfs(root.as_fd()).map_err(|e| SnapshotError::errno("syncing the restored files to disk", e))?;
+    }
     Ok(stats)
 }
 
@@ -552,7 +570,12 @@ struct WriteJob {
     data: Vec<u8>,
 }
 
-fn writer_loop(rx: &Mutex<Receiver<WriteJob>>, owner: Option<(u32, u32)>, failure: &Mutex<Option<SnapshotError>>, failed: &AtomicBool) {
+fn writer_loop(
+    rx: &Mutex<Receiver<WriteJob>>,
+    owner: Option<(u32, u32)>,
+    failure: &Mutex<Option<SnapshotError>>,
+    failed: &AtomicBool,
+) {
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -564,7 +587,15 @@ fn writer_loop(rx: &Mutex<Receiver<WriteJob>>, owner: Option<(u32, u32)>, failur
         if failed.load(Ordering::Relaxed) {
             continue; // drain without writing
         }
-        let r = write_file(&job.dir, &job.raw, OsStr::from_bytes(&job.name), job.mode, job.mtime, owner, &mut &job.data[..]);
+        let r = write_file(
+            &job.dir,
+            &job.raw,
+            OsStr::from_bytes(&job.name),
+            job.mode,
+            job.mtime,
+            owner,
+            Data::Bytes(&job.data),
+        );
         if let Err(e) = r {
             if let Ok(mut f) = failure.lock() {
                 if f.is_none() {
@@ -598,7 +629,7 @@ fn write_file(
     mode: u32,
     mtime: i64,
     owner: Option<(u32, u32)>,
-    data: &mut dyn Read,
+    data: Data<'_>,
 ) -> Result<()> {
     let fd = nix::fcntl::openat(
         dir.as_fd(),
@@ -611,18 +642,40 @@ fn write_file(
         e => fs_error(raw, "creating", e),
     })?;
     let mut f = File::from(fd);
-    io::copy(data, &mut f).map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+    let werr = |e: io::Error| match e.raw_os_error().map(Errno::from_raw) {
         Some(errno @ (Errno::ENOSPC | Errno::EDQUOT)) => fs_error(raw, "writing", errno),
         _ => SnapshotError::io(format!("writing {:?} in the staging directory", String::from_utf8_lossy(raw)), e),
-    })?;
-    if let Some((uid, gid)) = owner {
-        nix::unistd::fchown(f.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| fs_error(raw, "chown of", e))?;
+    };
+    match data {
+        Data::Bytes(b) => f.write_all(b).map_err(werr)?,
+        Data::Stream(r) => {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(SnapshotError::io("reading the archive", e)),
+                };
+                f.write_all(&buf[..n]).map_err(werr)?;
+            }
+        }
     }
-    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode & 0o777)).map_err(|e| fs_error(raw, "chmod of", e))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(f.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| fs_error(raw, "chown of", e))?;
+    }
+    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode & 0o777))
+        .map_err(|e| fs_error(raw, "chmod of", e))?;
     let t = timespec(mtime);
     nix::sys::stat::futimens(f.as_fd(), &t, &t).map_err(|e| fs_error(raw, "setting the time of", e))?;
-    f.flush().map_err(|e| SnapshotError::io("flushing a restored file", e))?;
     Ok(())
+}
+
+/// A file's content: in memory (small files) or streamed from the archive.
+enum Data<'a> {
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read),
 }
 
 /// Writes checked entries beneath the staging root.
@@ -690,7 +743,10 @@ impl Extractor {
             let is_link = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
                 .unwrap_or(false);
-            return SnapshotError::rejected(raw, if is_link { Rejection::ThroughSymlink } else { Rejection::ParentNotDirectory });
+            return SnapshotError::rejected(
+                raw,
+                if is_link { Rejection::ThroughSymlink } else { Rejection::ParentNotDirectory },
+            );
         }
         fs_error(raw, "opening a parent directory of", e)
     }
@@ -707,7 +763,8 @@ impl Extractor {
         for (comps, mode, mtime) in dirs.iter().rev() {
             let raw = comps.join(&b'/');
             let fd = self.open_dir(comps, &raw)?;
-            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode & 0o777)).map_err(|e| fs_error(&raw, "chmod of", e))?;
+            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode & 0o777))
+                .map_err(|e| fs_error(&raw, "chmod of", e))?;
             if let Some(t) = mtime {
                 let t = timespec(*t);
                 nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(|e| fs_error(&raw, "setting the time of", e))?;
@@ -764,8 +821,14 @@ impl Sink for Extractor {
             err => fs_error(&e.raw, "creating symlink", err),
         })?;
         if let Some((uid, gid)) = self.owner {
-            nix::unistd::fchownat(parent.as_fd(), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|err| fs_error(&e.raw, "chown of", err))?;
+            nix::unistd::fchownat(
+                parent.as_fd(),
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|err| fs_error(&e.raw, "chown of", err))?;
         }
         let t = timespec(e.mtime);
         nix::sys::stat::utimensat(parent.as_fd(), name, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -790,6 +853,6 @@ impl Sink for Extractor {
             jobs.send(job).map_err(|_| SnapshotError::internal("restore writer threads stopped unexpectedly"))?;
             return Ok(());
         }
-        write_file(&parent, &e.raw, e.name(), e.mode, e.mtime, self.owner, data)
+        write_file(&parent, &e.raw, e.name(), e.mode, e.mtime, self.owner, Data::Stream(data))
     }
 }

@@ -94,7 +94,11 @@ pub(crate) fn split_path(raw: &[u8], max_depth: usize) -> Result<Vec<&[u8]>, Rej
 /// not checked: a link may point anywhere (`~/bin/py -> /usr/bin/python3`); what is refused is
 /// any later entry written *through* it.
 pub(crate) fn check_link_target(target: &[u8]) -> Result<(), Rejection> {
-    if target.is_empty() || target.len() >= MAX_PATH_BYTES || target.contains(&0) || std::str::from_utf8(target).is_err() {
+    if target.is_empty()
+        || target.len() >= MAX_PATH_BYTES
+        || target.contains(&0)
+        || std::str::from_utf8(target).is_err()
+    {
         return Err(Rejection::BadSymlinkTarget);
     }
     Ok(())

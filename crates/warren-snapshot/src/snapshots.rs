@@ -223,7 +223,13 @@ impl Snapshots {
         let now = SystemTime::now();
         let mut removed = 0;
         for obj in &objects {
-            let (dir, name) = obj.key.rsplit_once('/').unwrap_or(("", obj.key.as_str()));
+            // Only `snapshots/{user}/{name}`: anything else under `snapshots/` is not ours to judge.
+            let mut parts = obj.key.splitn(3, '/');
+            let (Some(_), Some(user), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            if name.contains('/') || UserId::new(user).is_err() {
+                continue;
+            }
+            let dir = format!("snapshots/{user}");
             if !name.starts_with('.') {
                 if name.ends_with(".json") {
                     continue;
@@ -250,7 +256,7 @@ impl Snapshots {
         let m = self.get(user, id)?;
         let key = archive_key(user, id);
         let mut r = HashReader::new(self.storage.reader(&key)?);
-        io::copy(&mut r, &mut io::sink()).map_err(|e| SnapshotError::io(format!("reading {key}"), e))?;
+        fsutil::copy_big(&mut r, &mut io::sink()).map_err(|e| SnapshotError::io(format!("reading {key}"), e))?;
         let (_, bytes, sha) = r.finish();
         check_digest(&m, &key, bytes, &sha)?;
         Ok(m)
@@ -262,7 +268,16 @@ impl Snapshots {
     /// meanwhile. `opts.archive_bytes` is filled in from the manifest, and unless
     /// `opts.limits.max_unpacked_bytes` is set, the byte cap is raised to the manifest's
     /// `unpacked_bytes` (the manifest is trusted once the archive's checksum matches it).
-    pub fn prepare_restore(&self, user: &UserId, id: &SnapshotId, workspace: &Path, opts: &ExtractOptions) -> Result<PreparedRestore> {
+    ///
+    /// One restore per workspace at a time: a restore starts by deleting every other
+    /// staging directory of the same workspace (the crash-recovery rule, see [`crate::swap`]).
+    pub fn prepare_restore(
+        &self,
+        user: &UserId,
+        id: &SnapshotId,
+        workspace: &Path,
+        opts: &ExtractOptions,
+    ) -> Result<PreparedRestore> {
         let m = self.get(user, id)?;
         let key = archive_key(user, id);
         let staging = swap::prepare_staging(workspace)?;
@@ -277,7 +292,8 @@ impl Snapshots {
                         _ => SnapshotError::io(format!("opening {}", p.display()), e),
                     })?;
                     let mut r = HashReader::new(&f);
-                    io::copy(&mut r, &mut io::sink()).map_err(|e| SnapshotError::io(format!("reading {key}"), e))?;
+                    fsutil::copy_big(&mut r, &mut io::sink())
+                        .map_err(|e| SnapshotError::io(format!("reading {key}"), e))?;
                     let (_, bytes, sha) = r.finish();
                     check_digest(&m, &key, bytes, &sha)?;
                     f
@@ -294,7 +310,7 @@ impl Snapshots {
                         .map_err(|e| SnapshotError::io(format!("creating {}", path.display()), e))?;
                     let mut w = HashWriter::new(&f);
                     let mut r = self.storage.reader(&key)?;
-                    io::copy(&mut r, &mut w).map_err(|e| SnapshotError::io(format!("downloading {key}"), e))?;
+                    fsutil::copy_big(&mut r, &mut w).map_err(|e| SnapshotError::io(format!("downloading {key}"), e))?;
                     let (_, bytes, sha) = w.finish();
                     check_digest(&m, &key, bytes, &sha)?;
                     f
@@ -329,7 +345,13 @@ impl Snapshots {
 
     /// [`Self::prepare_restore`] then [`PreparedRestore::swap_in`]: after it returns, the
     /// workspace directory holds exactly the snapshot. Stop the workspace first.
-    pub fn restore(&self, user: &UserId, id: &SnapshotId, workspace: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    pub fn restore(
+        &self,
+        user: &UserId,
+        id: &SnapshotId,
+        workspace: &Path,
+        opts: &ExtractOptions,
+    ) -> Result<ExtractStats> {
         let prepared = self.prepare_restore(user, id, workspace, opts)?;
         let stats = prepared.stats();
         prepared.swap_in()?;
@@ -356,11 +378,13 @@ impl Snapshots {
                 .map_err(|e| SnapshotError::io(format!("creating {}", tmp.display()), e))?;
             let mut w = HashWriter::new(&f);
             let mut r = self.storage.reader(&key)?;
-            io::copy(&mut r, &mut w).map_err(|e| SnapshotError::io(format!("exporting {key} to {}", dest.display()), e))?;
+            fsutil::copy_big(&mut r, &mut w)
+                .map_err(|e| SnapshotError::io(format!("exporting {key} to {}", dest.display()), e))?;
             let (_, bytes, sha) = w.finish();
             check_digest(&m, &key, bytes, &sha)?;
             f.sync_all().map_err(|e| SnapshotError::io(format!("syncing {}", tmp.display()), e))?;
-            std::fs::rename(&tmp, dest).map_err(|e| SnapshotError::io(format!("moving the export to {}", dest.display()), e))?;
+            std::fs::rename(&tmp, dest)
+                .map_err(|e| SnapshotError::io(format!("moving the export to {}", dest.display()), e))?;
             fsutil::fsync_dir(dir)
         })();
         if result.is_err() {
@@ -383,16 +407,21 @@ impl Snapshots {
         let akey = archive_key(user, id);
         let mut w = self.storage.writer(&akey)?;
         let result = (|| {
-            let mut tee = Tee { inner: HashReader::new(io::BufReader::with_capacity(1 << 20, file)), out: &mut w, failed: None };
+            let mut tee =
+                Tee { inner: HashReader::new(io::BufReader::with_capacity(1 << 20, file)), out: &mut w, failed: None };
             let eopts = ExtractOptions { limits: opts.limits, archive_bytes: Some(size), ..ExtractOptions::default() };
             let scanned = scan(&mut tee, &eopts);
             if let Some(e) = tee.failed.take() {
-                return Err(SnapshotError::io(format!("copying {} into {}", src.display(), self.storage.describe()), e));
+                return Err(SnapshotError::io(
+                    format!("copying {} into {}", src.display(), self.storage.describe()),
+                    e,
+                ));
             }
             let stats = scanned?;
             // Anything after the zstd stream (scan stops there) is copied too, so the stored
             // archive is byte for byte the file.
-            io::copy(&mut tee, &mut io::sink()).map_err(|e| SnapshotError::io(format!("reading {}", src.display()), e))?;
+            fsutil::copy_big(&mut tee, &mut io::sink())
+                .map_err(|e| SnapshotError::io(format!("reading {}", src.display()), e))?;
             let (_, bytes, sha) = tee.inner.finish();
             Ok((stats, bytes, sha))
         })();

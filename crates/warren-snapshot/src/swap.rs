@@ -2,7 +2,7 @@
 //!
 //! A restore extracts into a *staging* directory beside the workspace directory
 //! (`{parent}/.{name}.restore-staging-{random}`, same file system), syncs that file system
-//! once, then exchanges the two names with `renameat2(RENAME_EXCHANGE)`: the workspace path
+//! once (see [`crate::ExtractOptions::sync`]), then exchanges the two names with `renameat2(RENAME_EXCHANGE)`: the workspace path
 //! names the complete old tree before that call and the complete new tree after it, never a mix.
 //! The old tree, now under the staging name, is then deleted. Downloads from remote storage go
 //! to `{parent}/.{name}.restore-download-{random}`.
@@ -47,7 +47,9 @@ pub fn recover(workspace: &Path) -> Result<usize> {
     let (parent, m) = marker(workspace)?;
     let pfd = match fsutil::open_dir(&parent) {
         Ok(fd) => fd,
-        Err(SnapshotError::Core(warren_core::Error::Io { source, .. })) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(SnapshotError::Core(warren_core::Error::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             return Ok(0)
         }
         Err(e) => return Err(e),
@@ -83,9 +85,10 @@ pub fn prepare_staging(workspace: &Path) -> Result<PathBuf> {
 /// the old tree. Both must be in the same directory (as [`sibling_path`] makes them). If
 /// `workspace` does not exist, `staging` is simply renamed to it.
 ///
-/// The file system is synced (`syncfs`) before the exchange, so after a power loss the
-/// workspace is the old tree or the complete new one. Callers stop the workspace first:
-/// processes, mounts and open directories keep seeing the old tree.
+/// Durability: [`crate::extract_to`] syncs the staging tree's file system before it returns
+/// (unless told not to), and the directory holding both names is fsynced after the exchange,
+/// so after a power loss the workspace is the old tree or the complete new one. Callers stop
+/// the workspace first: processes, mounts and open directories keep seeing the old tree.
 pub fn swap_in(staging: &Path, workspace: &Path) -> Result<()> {
     let (sparent, sname) = fsutil::split_parent(staging)?;
     let (wparent, wname) = fsutil::split_parent(workspace)?;
@@ -103,14 +106,13 @@ pub fn swap_in(staging: &Path, workspace: &Path) -> Result<()> {
             workspace.display()
         ))));
     }
-    nix::unistd::syncfs(spfd.as_fd()).map_err(|e| SnapshotError::errno("syncing the restored files to disk", e))?;
     match nix::fcntl::renameat2(spfd.as_fd(), sname, wpfd.as_fd(), wname, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => {}
         Err(Errno::ENOENT) => {
             // No workspace yet (or no staging: then this fails too, with ENOENT).
-            nix::fcntl::renameat2(spfd.as_fd(), sname, wpfd.as_fd(), wname, RenameFlags::RENAME_NOREPLACE).map_err(|e| {
-                SnapshotError::errno(format!("moving {} to {}", staging.display(), workspace.display()), e)
-            })?;
+            nix::fcntl::renameat2(spfd.as_fd(), sname, wpfd.as_fd(), wname, RenameFlags::RENAME_NOREPLACE).map_err(
+                |e| SnapshotError::errno(format!("moving {} to {}", staging.display(), workspace.display()), e),
+            )?;
             nix::unistd::fsync(wpfd.as_fd()).map_err(|e| SnapshotError::errno("syncing the workspace directory", e))?;
             return Ok(());
         }

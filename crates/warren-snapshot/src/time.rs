@@ -106,7 +106,12 @@ impl FromStr for Timestamp {
             }
             part.iter().try_fold(0i64, |acc, c| acc.checked_mul(10).map(|v| v + i64::from(c - b'0'))).ok_or_else(bad)
         };
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
         {
             return Err(bad());
         }
@@ -180,8 +185,14 @@ mod tests {
         assert_eq!("2025-01-02T03:04:05Z".parse::<Timestamp>().map(|t| t.as_millis()), Ok(1_735_787_045_000));
         assert_eq!("1970-01-01T00:00:00Z".parse::<Timestamp>(), Ok(Timestamp::from_millis(0)));
         assert_eq!(Timestamp::from_millis(-1).to_string(), "1969-12-31T23:59:59.999Z");
-        for bad in ["", "2025-01-02", "2025-13-02T03:04:05Z", "2025-01-02T03:04:05", "2025-01-02T03:04:05.Z", "x025-01-02T03:04:05Z"]
-        {
+        for bad in [
+            "",
+            "2025-01-02",
+            "2025-13-02T03:04:05Z",
+            "2025-01-02T03:04:05",
+            "2025-01-02T03:04:05.Z",
+            "x025-01-02T03:04:05Z",
+        ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }
         for ms in [0i64, 951_782_400_000, 4_102_444_800_123, 1_234_567_890_123] {

@@ -375,6 +375,10 @@ fn a_benign_archive_passes_the_same_harness() {
     assert_eq!((stats.files, stats.dirs, stats.symlinks), (2, 1, 1));
     assert_eq!(fs::read_link(staging.join("py")).expect("link"), std::path::Path::new("/usr/bin/python3"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(staging.join("sticky")).expect("stat").permissions().mode() & 0o7777, 0o755, "sticky bit dropped");
+    assert_eq!(
+        fs::metadata(staging.join("sticky")).expect("stat").permissions().mode() & 0o7777,
+        0o755,
+        "sticky bit dropped"
+    );
     assert_eq!(fs::metadata(staging.join("implicit/parent")).expect("stat").permissions().mode() & 0o7777, 0o755);
 }

@@ -134,8 +134,12 @@ fn export_then_import_round_trips() {
     assert_eq!(sha256_hex(&fs::read(&out).expect("read")), m.sha256);
     // Import under another user (a move between hosts), restore there.
     let u2 = user("u_2");
-    let im = snaps.import(&u2, &snap("moved"), &out, &ImportOptions { pinned: true, ..Default::default() }).expect("import");
-    assert_eq!((im.sha256.as_str(), im.archive_bytes, im.unpacked_bytes), (m.sha256.as_str(), m.archive_bytes, m.unpacked_bytes));
+    let im =
+        snaps.import(&u2, &snap("moved"), &out, &ImportOptions { pinned: true, ..Default::default() }).expect("import");
+    assert_eq!(
+        (im.sha256.as_str(), im.archive_bytes, im.unpacked_bytes),
+        (m.sha256.as_str(), m.archive_bytes, m.unpacked_bytes)
+    );
     assert_eq!((im.file_count, im.entry_count), (m.file_count, m.entry_count));
     assert!(im.pinned);
     let ws2 = env.ws("u_2");
@@ -160,9 +164,8 @@ fn list_get_delete_and_ids() {
     let a = snaps.create(&u, &snap("snap_001"), &ws, &copts(Trigger::Manual)).expect("a");
     std::thread::sleep(Duration::from_millis(5));
     let gen = warren_core::SnapshotId::generate();
-    let b = snaps
-        .create(&u, &gen, &ws, &CreateOptions { parent: Some(a.id.clone()), ..copts(Trigger::Idle) })
-        .expect("b");
+    let b =
+        snaps.create(&u, &gen, &ws, &CreateOptions { parent: Some(a.id.clone()), ..copts(Trigger::Idle) }).expect("b");
     assert_eq!(b.parent.as_ref(), Some(&a.id));
     let e = snaps.create(&u, &snap("snap_001"), &ws, &copts(Trigger::Manual)).expect_err("duplicate id");
     assert!(matches!(e, SnapshotError::Core(warren_core::Error::AlreadyExists(_))), "{e}");
@@ -244,7 +247,8 @@ fn cleanup_orphans_removes_debris_only() {
     // Young debris is left alone (a create may be writing it right now).
     assert_eq!(snaps.cleanup_orphans(Duration::from_secs(3600)).expect("cleanup"), 0);
     assert_eq!(snaps.cleanup_orphans(Duration::ZERO).expect("cleanup"), 3);
-    let mut left: Vec<_> = fs::read_dir(&dir).expect("ls").map(|e| e.expect("e").file_name().into_string().expect("utf8")).collect();
+    let mut left: Vec<_> =
+        fs::read_dir(&dir).expect("ls").map(|e| e.expect("e").file_name().into_string().expect("utf8")).collect();
     left.sort();
     assert_eq!(left, vec!["keep.json", "keep.tar.zst"]);
     snaps.verify(&u, &snap("keep")).expect("still intact");
@@ -302,6 +306,17 @@ fn corrupt_truncated_and_mismatched_archives_fail_clearly() {
     let e = extract_to(&b"not zstd at all"[..], &staging, &ExtractOptions::default()).expect_err("garbage");
     assert!(matches!(e, SnapshotError::Corrupt(_)), "{e}");
     assert!(!staging.exists());
+    for empty in [Vec::new(), zstd::encode_all(&b""[..], 3).expect("zstd of nothing")] {
+        let e = extract_to(&empty[..], &staging, &ExtractOptions::default()).expect_err("empty");
+        assert!(matches!(e, SnapshotError::Corrupt(_)), "{e}");
+        assert!(!staging.exists());
+    }
+    // A plain (uncompressed) tar is not a tar.zst.
+    let mut plain = tar::Builder::new(Vec::new());
+    plain.append_data(&mut tar::Header::new_ustar(), "a", &b""[..]).expect("append");
+    let plain = plain.into_inner().expect("tar");
+    let e = extract_to(&plain[..], &staging, &ExtractOptions::default()).expect_err("plain tar");
+    assert!(matches!(e, SnapshotError::Corrupt(_)), "{e}");
     // And import refuses the damaged file, leaving nothing behind.
     let file = env.dir.path().join("bad.tar.zst");
     fs::write(&file, &bad).expect("write");
@@ -329,7 +344,10 @@ fn restore_creates_a_missing_workspace_and_recovers_leftovers() {
     fs::create_dir_all(env.workspaces.join(".u_10.restore-staging-zzzz")).expect("another user's");
     snaps.restore(&u, &snap("s1"), &ws, &ropts()).expect("restore into missing workspace");
     assert_eq!(tree(&ws), before);
-    let mut names: Vec<_> = fs::read_dir(&env.workspaces).expect("ls").map(|e| e.expect("e").file_name().into_string().expect("utf8")).collect();
+    let mut names: Vec<_> = fs::read_dir(&env.workspaces)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
+        .collect();
     names.sort();
     assert_eq!(names, vec![".u_10.restore-staging-zzzz", "u_1"], "u_1's debris removed, u_10's left alone");
     assert_eq!(warren_snapshot::recover(&env.workspaces.join("u_10")).expect("recover u_10"), 1);
@@ -411,8 +429,9 @@ fn archives_are_deterministic_and_progress_is_reported() {
         ..ArchiveOptions::default()
     };
     let (a, va) = warren_snapshot::write_archive(&ws, Vec::new(), &opts).expect("archive a");
-    let (b, vb) = warren_snapshot::write_archive(&ws, Vec::new(), &ArchiveOptions { threads: 1, ..ArchiveOptions::default() })
-        .expect("archive b");
+    let (b, vb) =
+        warren_snapshot::write_archive(&ws, Vec::new(), &ArchiveOptions { threads: 1, ..ArchiveOptions::default() })
+            .expect("archive b");
     assert_eq!(a.entry_count, 3000 + 37);
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), a.entry_count, "final progress report");
     // Same tar stream whatever the thread count: compare decompressed bytes.
@@ -422,7 +441,8 @@ fn archives_are_deterministic_and_progress_is_reported() {
     assert_eq!((a.file_count, a.unpacked_bytes), (b.file_count, b.unpacked_bytes));
     // And entries are in sorted depth-first order.
     let mut ar = tar::Archive::new(&ta[..]);
-    let paths: Vec<Vec<u8>> = ar.entries().expect("entries").map(|e| e.expect("entry").path_bytes().into_owned()).collect();
+    let paths: Vec<Vec<u8>> =
+        ar.entries().expect("entries").map(|e| e.expect("entry").path_bytes().into_owned()).collect();
     let mut sorted = paths.clone();
     sorted.sort();
     assert_eq!(paths, sorted);
@@ -454,4 +474,17 @@ fn manifest_file_is_the_documented_json() {
     // Snapshots directories are for root only.
     let mode = fs::metadata(env.state.join("snapshots/u_1")).expect("stat").mode() & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+#[test]
+fn empty_workspace_round_trips() {
+    let env = Env::new();
+    let u = user("u_1");
+    let ws = env.ws("u_1");
+    let snaps = Snapshots::local(&env.state);
+    let m = snaps.create(&u, &snap("empty"), &ws, &copts(Trigger::Manual)).expect("create");
+    assert_eq!((m.file_count, m.entry_count, m.unpacked_bytes), (0, 0, 0));
+    fs::write(ws.join("later"), b"x").expect("write");
+    snaps.restore(&u, &snap("empty"), &ws, &ropts()).expect("restore");
+    assert!(tree(&ws).is_empty());
 }

@@ -5,8 +5,9 @@
 //! `tokio::process::Command`, via `as_std_mut`): std itself switches to the gid and uid (and,
 //! because the parent is root, drops the supplementary groups first), then a `pre_exec` hook runs
 //! in the child, after the uid switch and right before `execve`. The hook only makes
-//! async-signal-safe system calls and never allocates: `setsid`, `ioctl(TIOCSCTTY)`, `setrlimit`,
-//! `prctl`.
+//! async-signal-safe system calls and never allocates: `sigaction` (every signal back to its
+//! default disposition, so signals the parent ignores are not ignored by the child), `setsid`,
+//! `ioctl(TIOCSCTTY)`, `setrlimit`, `prctl`.
 //!
 //! Because the hook runs after the switch to the unprivileged uid, a limit cannot be raised above
 //! the hard limit the parent already has; such a request is clamped down to that hard limit (the
@@ -104,7 +105,7 @@ pub fn apply(cmd: &mut Command, opts: &SpawnOptions) {
         move || -> io::Result<()> { child_setup(new_session, controlling_tty, &rlimits, die_with_parent, parent) };
     // SAFETY: the hook runs in the forked child of a possibly multi-threaded parent, where only
     // async-signal-safe functions may be called. `child_setup` makes raw system calls only
-    // (setsid, ioctl, getrlimit, setrlimit, prctl, getppid), reads the already-built `rlimits`
+    // (signal, setsid, ioctl, getrlimit, setrlimit, prctl, getppid), reads the already-built `rlimits`
     // slice without allocating, and reports failure with `io::Error::last_os_error()`, which
     // does not allocate either.
     unsafe {
@@ -120,6 +121,15 @@ fn child_setup(
     die_with_parent: bool,
     parent: libc::pid_t,
 ) -> io::Result<()> {
+    // Signals the parent ignores (a daemon started under `nohup`, a test runner in a background
+    // job) would stay ignored across exec; handlers are reset by exec anyway. Start clean.
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: signal() with SIG_DFL installs no handler; libc's internal signals (32,
+            // 33) refuse the change with EINVAL, which is ignored.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
     if new_session {
         // SAFETY: setsid has no memory-safety preconditions.
         if unsafe { libc::setsid() } < 0 {
@@ -317,6 +327,28 @@ mod tests {
         // The shell leads its session: its pid is the session id (field 6 of stat).
         let ids: Vec<&str> = lines[4].split(' ').collect();
         assert_eq!(ids[0], ids[1], "{text}");
+    }
+
+    #[test]
+    fn signals_ignored_by_the_parent_are_not_ignored_by_the_child() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg("grep SigIgn /proc/self/status").current_dir("/");
+        // Stand-in for a parent that ignores SIGINT and SIGHUP (this hook runs before `apply`'s).
+        // SAFETY: signal() is async-signal-safe and SIG_IGN installs no handler.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        apply(&mut cmd, &SpawnOptions::new(UID + 4, UID + 4));
+        let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mask = u64::from_str_radix(text.trim().trim_start_matches("SigIgn:").trim(), 16).expect("a hex mask");
+        // Standard signals (1-31) are all back to default; libc's reserved real-time signals
+        // (32, 33) cannot be changed through libc and are left as the parent had them.
+        assert_eq!(mask & 0x7fff_ffff, 0, "{text}");
     }
 
     #[test]

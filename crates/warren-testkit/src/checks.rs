@@ -832,3 +832,42 @@ pub async fn stats<B: Backend>(h: &Harness<B>) {
     drop(hd);
     env.finish().await;
 }
+
+/// A running workspace can be frozen (for snapshots without stopping) and thawed: a background
+/// writer makes no progress while frozen and resumes after. Backends that cannot freeze must
+/// say so in their capabilities and answer `Unsupported`.
+pub async fn freeze<B: Backend>(h: &Harness<B>) {
+    let Some(mut env) = Env::new(h, "freeze", 21) else { return };
+    let s = env.running("alice").await;
+    if !env.backend().capabilities().freeze {
+        let r = guard("freeze", OP_GUARD, env.backend().freeze(&s, true)).await;
+        assert!(matches!(r, Err(warren_core::Error::Unsupported(_))), "a backend without freeze must say Unsupported: {r:?}");
+        println!("freeze: capability is false; Unsupported checked");
+        env.finish().await;
+        return;
+    }
+    let mut hd = env
+        .stream(&s, ExecRequest::new(["sh", "-c", "echo go; while :; do echo x >> ticks; sleep 0.01; done"]))
+        .await;
+    let first = next_event(&mut hd).await;
+    assert!(matches!(first, Some(ExecEvent::Stdout(_))), "expected output, got {first:?}");
+    let mut retry = Retry::new("the writer makes progress before the freeze");
+    while ticks(env.backend(), &s).await < 20 {
+        retry.wait("ticks is still short".to_owned()).await;
+    }
+    guard("freeze", OP_GUARD, env.backend().freeze(&s, true)).await.unwrap_or_else(|e| panic!("freeze: {e}"));
+    let frozen_at = ticks(env.backend(), &s).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(ticks(env.backend(), &s).await, frozen_at, "a frozen workspace kept writing");
+    guard("thaw", OP_GUARD, env.backend().freeze(&s, false)).await.unwrap_or_else(|e| panic!("thaw: {e}"));
+    let mut retry = Retry::new("the writer resumes after thaw");
+    while ticks(env.backend(), &s).await <= frozen_at {
+        retry.wait("ticks did not grow after thaw".to_owned()).await;
+    }
+    drop(hd);
+    env.finish().await;
+}
+
+async fn ticks<B: Backend>(b: &B, s: &warren_core::WorkspaceSpec) -> usize {
+    b.read_file(s, &wpath("ticks")).await.map(|d| d.len()).unwrap_or(0)
+}

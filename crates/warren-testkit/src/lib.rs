@@ -563,6 +563,7 @@ macro_rules! conformance_tests {
             limits_pids,
             limits_memory,
             stats,
+            freeze,
         );
     };
     (@each $harness:expr; $($check:ident),+ $(,)?) => {

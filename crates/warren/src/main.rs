@@ -1,6 +1,9 @@
 //! `warren`: isolated, persistent workspaces per user, from the command line.
 
+mod client;
+mod serve;
 mod term;
+mod token;
 mod units;
 
 use std::ffi::OsStr;
@@ -52,12 +55,33 @@ struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Talk to a warren server (like http://127.0.0.1:7878) instead of using the local engine;
+    /// the token is $WARREN_TOKEN, or an admin token made from this host's development secret.
+    #[arg(long, global = true, env = "WARREN_URL", value_name = "URL")]
+    url: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the server: the REST API on 127.0.0.1:7878 (development tokens printed at start).
+    #[command(after_help = "\
+Examples:
+  warren serve
+  warren serve --listen 0.0.0.0:7878 --config /etc/warren.toml
+  WARREN_JWKS_URL=https://example.eu.auth0.com/.well-known/jwks.json WARREN_JWT_AUDIENCE=warren warren serve
+
+Settings: the [server] and [auth] tables of the --config file, then WARREN_* variables (see the
+README). Without a key source (jwks_url, public_key_file, secret) the server runs in development
+mode with an HS256 secret in {state}/dev-secret.")]
+    Serve(serve::ServeArgs),
+    /// Print a token the server accepts (development mode or an HS256 secret).
+    #[command(after_help = "Examples:\n  warren token u_123\n  warren token ops --admin --ttl 8h\n  export WARREN_TOKEN=$(warren token u_123)")]
+    Token(token::TokenArgs),
+    /// Print the API's OpenAPI document (what docs/openapi.json holds).
+    #[command(after_help = "Example:\n  cargo run -p warren -- openapi > docs/openapi.json")]
+    Openapi,
     /// Create, start, stop, inspect and destroy workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
@@ -258,7 +282,8 @@ fn main() {
         warren_backend_ns::helper_main(std::env::args_os().skip(2).collect());
     }
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The server logs what it does at info level unless told otherwise.
+    init_logging(if matches!(cli.cmd, Cmd::Serve(_)) { cli.verbose.max(1) } else { cli.verbose });
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -286,7 +311,22 @@ fn init_logging(verbose: u8) {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    if matches!(cli.cmd, Cmd::Openapi) {
+        print!("{}", warren_server::openapi_json());
+        return Ok(0);
+    }
     let cfg = load_config(&cli)?;
+    match cli.cmd {
+        Cmd::Serve(a) => serve::run(cfg, cli.config.as_deref(), a),
+        Cmd::Token(a) => token::run(&cfg, cli.config.as_deref(), a),
+        cmd => match &cli.url {
+            Some(url) => client::run(url, &cfg, cli.config.as_deref(), cmd, cli.json),
+            None => run_local(cfg, cmd, cli.json),
+        },
+    }
+}
+
+fn run_local(cfg: Config, cmd: Cmd, json: bool) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -294,7 +334,7 @@ fn run(cli: Cli) -> Result<i32> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let engine = Engine::open(cfg, EngineOptions::default()).await?;
-        dispatch(&engine, cli.cmd, cli.json).await
+        dispatch(&engine, cmd, json).await
     })
 }
 
@@ -305,10 +345,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            let cfg: Config =
-                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
-            let table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
-            (cfg, table.contains_key("state_dir"))
+            serve::parse_core_config(&text).with_context(|| format!("config file {} is not valid", path.display()))?
         }
         None => (Config::default(), false),
     };
@@ -343,6 +380,7 @@ fn default_state_dir() -> Result<PathBuf> {
 
 async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
     match cmd {
+        Cmd::Serve(_) | Cmd::Token(_) | Cmd::Openapi => bail!("this command does not use the local engine"),
         Cmd::Workspace(w) => workspace(engine, w, json).await,
         Cmd::Exec(a) => exec(engine, a, json).await,
         Cmd::Shell(a) => shell(engine, a).await,

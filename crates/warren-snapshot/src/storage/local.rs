@@ -204,11 +204,7 @@ fn walk(dir: &Path, key_prefix: &str, name_prefix: &str, out: &mut Vec<ObjectInf
                 walk(&ent.path(), &format!("{key}/"), "", out, depth + 1)?;
             }
         } else if meta.is_file() {
-            out.push(ObjectInfo {
-                key,
-                size: meta.len(),
-                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-            });
+            out.push(ObjectInfo { key, size: meta.len(), modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH) });
         }
     }
     Ok(())

@@ -72,6 +72,8 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(crate::error::SnapshotError::Core(warren_core::Error::InvalidRequest(format!("invalid storage key {key:?}"))))
+        Err(crate::error::SnapshotError::Core(warren_core::Error::InvalidRequest(format!(
+            "invalid storage key {key:?}"
+        ))))
     }
 }

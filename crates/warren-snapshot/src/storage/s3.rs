@@ -173,8 +173,9 @@ impl S3Storage {
     fn path(&self, key: &str) -> Result<ObjectPath> {
         check_key(key)?;
         let full = if self.cfg.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.cfg.prefix) };
-        ObjectPath::parse(full.trim_end_matches('/'))
-            .map_err(|e| SnapshotError::Core(warren_core::Error::InvalidRequest(format!("invalid S3 key {key:?}: {e}"))))
+        ObjectPath::parse(full.trim_end_matches('/')).map_err(|e| {
+            SnapshotError::Core(warren_core::Error::InvalidRequest(format!("invalid S3 key {key:?}: {e}")))
+        })
     }
 
     fn key_of(&self, p: &ObjectPath) -> String {
@@ -282,7 +283,10 @@ impl Storage for S3Storage {
 
     fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path(key)?;
-        let upload = self.rt.run(self.store.put_multipart(&path))?.map_err(|e| s3_err(format!("starting the upload of {key}"), e))?;
+        let upload = self
+            .rt
+            .run(self.store.put_multipart(&path))?
+            .map_err(|e| s3_err(format!("starting the upload of {key}"), e))?;
         Ok(Box::new(S3Writer {
             rt: Arc::clone(&self.rt),
             upload: Some(WriteMultipart::new_with_chunk_size(upload, self.cfg.part_size)),
@@ -341,7 +345,8 @@ impl Storage for S3Storage {
             .map(|m| ObjectInfo {
                 key: self.key_of(&m.location),
                 size: m.size,
-                modified: UNIX_EPOCH + Duration::from_millis(u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0)),
+                modified: UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0)),
             })
             .filter(|o| o.key.starts_with(prefix))
             .collect();

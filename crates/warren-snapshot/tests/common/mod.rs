@@ -52,9 +52,11 @@ impl Env {
         p
     }
 
-    /// Every entry outside `state/snapshots`, with contents: proof that nothing else was written.
+    /// Every entry outside `state/snapshots`, with contents and modes: proof that nothing else
+    /// was written. Directory mtimes are left out: a staging directory created and removed
+    /// beside the workspace touches its parent's mtime.
     pub fn outside_snapshots(&self) -> BTreeMap<PathBuf, Node> {
-        let mut t = tree(self.dir.path());
+        let mut t = without_dir_mtimes(tree(self.dir.path()));
         t.retain(|p, _| !p.starts_with("state/snapshots"));
         t
     }

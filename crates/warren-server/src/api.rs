@@ -1,0 +1,436 @@
+//! The API's request and response bodies (what `/openapi.json` describes). The CLI's client
+//! mode reads the same types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warren_core::fs::{DirEntry, FileKind};
+use warren_core::{BackendKind, Limits, State, Stats};
+use warren_engine::{Event, WorkspaceInfo};
+
+/// Resource limits of a workspace; `null` means unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LimitsBody {
+    /// Memory, bytes (at least 8 MiB).
+    pub memory_bytes: Option<u64>,
+    /// CPU, in thousandths of a core (10 ..= 1000000).
+    pub cpu_millis: Option<u32>,
+    /// Processes and threads (at least 4).
+    pub pids: Option<u32>,
+    /// Disk, bytes (enforcement is backend-specific).
+    pub disk_bytes: Option<u64>,
+    /// Open files per process (16 ..= 1048576).
+    pub nofile: u64,
+}
+
+impl From<Limits> for LimitsBody {
+    fn from(l: Limits) -> Self {
+        Self {
+            memory_bytes: l.memory_bytes,
+            cpu_millis: l.cpu_millis,
+            pids: l.pids,
+            disk_bytes: l.disk_bytes,
+            nofile: l.nofile,
+        }
+    }
+}
+
+impl From<LimitsBody> for Limits {
+    fn from(l: LimitsBody) -> Self {
+        Self {
+            memory_bytes: l.memory_bytes,
+            cpu_millis: l.cpu_millis,
+            pids: l.pids,
+            disk_bytes: l.disk_bytes,
+            nofile: l.nofile,
+        }
+    }
+}
+
+/// A workspace's lifecycle state, as the host shows it now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceState {
+    /// The backend has no such workspace.
+    Absent,
+    /// Files exist; nothing runs.
+    Stopped,
+    /// Running.
+    Running,
+}
+
+impl From<State> for WorkspaceState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Absent => Self::Absent,
+            State::Stopped => Self::Stopped,
+            State::Running => Self::Running,
+        }
+    }
+}
+
+impl From<WorkspaceState> for State {
+    fn from(s: WorkspaceState) -> Self {
+        match s {
+            WorkspaceState::Absent => Self::Absent,
+            WorkspaceState::Stopped => Self::Stopped,
+            WorkspaceState::Running => Self::Running,
+        }
+    }
+}
+
+/// The backend holding a workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Linux namespaces, cgroups and seccomp.
+    Ns,
+    /// A directory and a uid per workspace.
+    Dir,
+    /// Docker (planned).
+    Docker,
+}
+
+impl From<BackendKind> for Backend {
+    fn from(b: BackendKind) -> Self {
+        match b {
+            BackendKind::Ns => Self::Ns,
+            BackendKind::Docker => Self::Docker,
+            BackendKind::Dir | BackendKind::Auto => Self::Dir,
+        }
+    }
+}
+
+impl From<Backend> for BackendKind {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Ns => Self::Ns,
+            Backend::Dir => Self::Dir,
+            Backend::Docker => Self::Docker,
+        }
+    }
+}
+
+/// A workspace. Same fields, in the same order, as `warren workspace status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    /// Its owner.
+    #[schema(example = "u_123")]
+    pub user: String,
+    /// Its id.
+    #[schema(example = "ws_01JDQ8Y3H0XK4S3V7Q9B2C5D6E")]
+    pub workspace_id: String,
+    /// Linux account name inside it.
+    pub username: String,
+    /// Host uid (and gid) that owns its files and runs its processes.
+    pub uid: u32,
+    /// The backend that holds it.
+    pub backend: Backend,
+    /// What the host shows now.
+    pub state: WorkspaceState,
+    /// Resource limits.
+    pub limits: LimitsBody,
+    /// Network beyond loopback.
+    pub network: bool,
+    /// When it was created (RFC 3339, UTC, milliseconds).
+    #[schema(example = "2026-01-01T12:00:00.000Z")]
+    pub created_at: String,
+}
+
+impl From<WorkspaceInfo> for Workspace {
+    fn from(i: WorkspaceInfo) -> Self {
+        Self {
+            user: i.user.to_string(),
+            workspace_id: i.workspace_id.to_string(),
+            username: i.username,
+            uid: i.uid,
+            backend: i.backend.into(),
+            state: i.state.into(),
+            limits: i.limits.into(),
+            network: i.network,
+            created_at: i.created_at.to_string(),
+        }
+    }
+}
+
+/// `POST /v1/workspaces`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// The owner; a normal user may only name themselves (the default).
+    pub user: Option<String>,
+    /// Limits; a key left out takes the server's default, `null` means unlimited.
+    #[schema(value_type = Option<LimitsBody>)]
+    pub limits: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Network beyond loopback (default: the server's setting).
+    pub network: Option<bool>,
+}
+
+/// Resource usage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatsBody {
+    /// CPU time used since start, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes, if any.
+    pub memory_limit_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Disk used by the workspace's files, bytes.
+    pub disk_bytes: u64,
+}
+
+impl From<Stats> for StatsBody {
+    fn from(s: Stats) -> Self {
+        Self {
+            cpu_usage_ns: s.cpu_usage_ns,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            disk_bytes: s.disk_bytes,
+        }
+    }
+}
+
+/// How command output (and input) bytes are carried in JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Text: bytes decoded as UTF-8, invalid sequences replaced with U+FFFD (lossy).
+    #[default]
+    Utf8,
+    /// Standard base64 with padding (exact).
+    Base64,
+}
+
+/// `POST .../exec` and `POST .../exec/stream`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments; the program is looked up in `PATH` inside the workspace.
+    #[schema(example = json!(["sh", "-c", "echo hi"]))]
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the workspace's home.
+    pub cwd: Option<String>,
+    /// Standard input, as text (closed after it). Not together with `stdin_base64`.
+    pub stdin: Option<String>,
+    /// Standard input, base64 (closed after it).
+    pub stdin_base64: Option<String>,
+    /// Kill the command after this many milliseconds (default and maximum: server settings).
+    pub timeout_ms: Option<u64>,
+    /// How to return stdout and stderr (default `utf8`).
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// The result of `POST .../exec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    /// Exit code; 128 + the signal number when a signal killed it.
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// Standard output, in `encoding`.
+    pub stdout: String,
+    /// Standard error, in `encoding`.
+    pub stderr: String,
+    /// How `stdout` and `stderr` are encoded.
+    pub encoding: Encoding,
+    /// Killed because the timeout passed.
+    pub timed_out: bool,
+    /// Output beyond 16 MiB per stream was dropped.
+    pub truncated: bool,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// One line of `POST .../exec/stream` (newline-delimited JSON): output as it happens, then
+/// exactly one `exit` (or `error`) line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ExecEventBody {
+    /// Bytes on stdout.
+    Stdout {
+        /// The bytes, in the request's `encoding` (utf8 mode never splits a character).
+        data: String,
+    },
+    /// Bytes on stderr.
+    Stderr {
+        /// The bytes, in the request's `encoding`.
+        data: String,
+    },
+    /// The command ended.
+    Exit {
+        /// Exit code; 128 + signal when killed.
+        exit_code: i32,
+        /// The killing signal, if any.
+        signal: Option<i32>,
+        /// Killed because the timeout passed.
+        timed_out: bool,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// The command could not be followed to its end.
+    Error {
+        /// What went wrong.
+        error: crate::error::ErrorDetail,
+    },
+}
+
+/// The kind of a directory entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKindBody {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (not followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// A directory entry. Same shape as `warren ls --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    /// Name.
+    pub name: String,
+    /// What it is.
+    pub kind: FileKindBody,
+    /// Size, bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl From<DirEntry> for FileEntry {
+    fn from(e: DirEntry) -> Self {
+        Self {
+            name: e.name,
+            kind: match e.kind {
+                FileKind::File => FileKindBody::File,
+                FileKind::Dir => FileKindBody::Dir,
+                FileKind::Symlink => FileKindBody::Symlink,
+                FileKind::Other => FileKindBody::Other,
+            },
+            size: e.size,
+            mode: e.mode,
+            mtime: e.mtime,
+        }
+    }
+}
+
+impl From<FileEntry> for DirEntry {
+    fn from(e: FileEntry) -> Self {
+        Self {
+            name: e.name,
+            kind: match e.kind {
+                FileKindBody::File => FileKind::File,
+                FileKindBody::Dir => FileKind::Dir,
+                FileKindBody::Symlink => FileKind::Symlink,
+                FileKindBody::Other => FileKind::Other,
+            },
+            size: e.size,
+            mode: e.mode,
+            mtime: e.mtime,
+        }
+    }
+}
+
+/// The answer to `PUT .../files/{path}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WriteResult {
+    /// The path written, relative to the home.
+    pub path: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Permission bits, octal.
+    #[schema(example = "644")]
+    pub mode: String,
+}
+
+/// The answer to `PUT .../archive`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArchiveResult {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// The answer to `DELETE /v1/workspaces/{user}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Destroyed {
+    /// The user whose workspace was destroyed.
+    pub destroyed: String,
+}
+
+/// An entry of the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventBody {
+    /// Sequence number (increasing).
+    pub id: i64,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The workspace concerned, if any.
+    pub workspace_id: Option<String>,
+    /// The user concerned, if any.
+    pub user: Option<String>,
+    /// What happened (`create`, `start`, `api`, ...).
+    pub kind: String,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<Event> for EventBody {
+    fn from(e: Event) -> Self {
+        Self {
+            id: e.id,
+            at: e.at.to_string(),
+            workspace_id: e.workspace_id.map(|w| w.to_string()),
+            user: e.user.map(|u| u.to_string()),
+            kind: e.kind,
+            detail: e.detail,
+        }
+    }
+}
+
+/// The seed's `POST /snapshot/create`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeedSnapshotCreate {
+    /// The user whose workspace to snapshot.
+    #[schema(example = "u_123")]
+    pub user_id: String,
+}
+
+/// The seed's `POST /snapshot/restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeedSnapshotRestore {
+    /// The user whose workspace to restore.
+    #[schema(example = "u_123")]
+    pub user_id: String,
+    /// The snapshot to restore.
+    #[schema(example = "snap_01JDQ8Y3H0XK4S3V7Q9B2C5D6E")]
+    pub snapshot_id: String,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or what is not.
+    pub status: String,
+    /// Per check: `ok` or what failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, String>,
+}
