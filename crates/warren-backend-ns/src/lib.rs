@@ -24,7 +24,7 @@ pub mod rootfs;
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -166,21 +166,11 @@ impl NsBackend {
     /// and removes runtime files. Safe to call in any state.
     fn teardown(&self, spec: &WorkspaceSpec) -> Result<()> {
         if let Some(rec) = self.read_record(spec) {
-            if warren_sys::proc::is_alive(rec.pid, rec.start_time) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(rec.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while warren_sys::proc::is_alive(rec.pid, rec.start_time) {
-                    if Instant::now() > deadline {
-                        return Err(Error::Internal(format!(
-                            "init {} of workspace {} survived SIGKILL for 10 s",
-                            rec.pid, spec.id
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
+            if !warren_sys::proc::kill_and_wait(rec.pid, rec.start_time, Duration::from_secs(10)) {
+                return Err(Error::Internal(format!(
+                    "init {} of workspace {} survived SIGKILL for 10 s",
+                    rec.pid, spec.id
+                )));
             }
         }
         let cg = Cgroup::open(&Self::cgroup_name(spec)).map_err(sys_err)?;

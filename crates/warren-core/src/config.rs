@@ -3,11 +3,14 @@
 //! Read from a TOML file and overridden by `WARREN_*` environment variables by the binary;
 //! this module only defines the shape and the defaults.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::{BackendKind, Limits};
+use crate::error::{Error, Result};
 
 /// Warren's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,8 @@ pub struct Config {
     pub uid_base: u32,
     /// Size of the uid range.
     pub uid_count: u32,
+    /// Snapshots: retention, storage and automatic triggers (the `[snapshots]` table).
+    pub snapshots: SnapshotConfig,
 }
 
 impl Default for Config {
@@ -37,6 +42,253 @@ impl Default for Config {
             network: false,
             uid_base: 2_000_000,
             uid_count: 1 << 30,
+            snapshots: SnapshotConfig::default(),
         }
+    }
+}
+
+/// The `[snapshots]` table.
+///
+/// ```toml
+/// [snapshots]
+/// keep = 5                    # newest snapshots kept per user (pinned ones are extra)
+/// storage = "s3"              # "local" (default: {state_dir}/snapshots) or "s3"
+/// idle_suspend_after = "30m"  # snapshot and stop a workspace idle this long ("0" or absent: off)
+/// daily_at = "03:00"          # a daily snapshot at this UTC time (absent: off)
+///
+/// [snapshots.s3]              # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+/// bucket = "warren"
+/// prefix = "prod"
+/// endpoint = "http://127.0.0.1:9000"
+/// region = "us-east-1"
+/// allow_http = true
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// How many of a user's newest unpinned snapshots retention keeps (at least 1).
+    pub keep: usize,
+    /// Where snapshots are kept.
+    pub storage: SnapshotStorage,
+    /// The S3-compatible store, when `storage = "s3"`.
+    pub s3: Option<S3Settings>,
+    /// Snapshot (trigger `idle`) and stop a running workspace after this long without activity;
+    /// `None` (or `"0"` in the file) switches idle suspension off.
+    #[serde(with = "opt_duration")]
+    pub idle_suspend_after: Option<Duration>,
+    /// Take a `daily` snapshot of every running or recently used workspace at this time of
+    /// day, UTC; `None` switches it off.
+    pub daily_at: Option<TimeOfDay>,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self { keep: 5, storage: SnapshotStorage::Local, s3: None, idle_suspend_after: None, daily_at: None }
+    }
+}
+
+impl SnapshotConfig {
+    /// Rejects settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.keep == 0 {
+            return Err(Error::InvalidRequest("snapshots.keep must be at least 1".into()));
+        }
+        if self.storage == SnapshotStorage::S3 {
+            match &self.s3 {
+                Some(s3) if !s3.bucket.is_empty() => {}
+                _ => {
+                    return Err(Error::InvalidRequest(
+                        "snapshots.storage is \"s3\" but no bucket is set: add a [snapshots.s3] table with a bucket"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where snapshots are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotStorage {
+    /// `{state_dir}/snapshots/` on local disk.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`[snapshots.s3]`).
+    S3,
+}
+
+/// An S3-compatible store. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    /// The endpoint URL of a non-AWS store (`http://127.0.0.1:9000`); absent for AWS.
+    pub endpoint: Option<String>,
+    /// The bucket.
+    pub bucket: String,
+    /// A key prefix inside the bucket (`""` for none).
+    pub prefix: String,
+    /// The region (default: `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint (local test servers).
+    pub allow_http: bool,
+}
+
+/// A time of day, UTC, written `HH:MM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeOfDay {
+    /// 0-23.
+    pub hour: u8,
+    /// 0-59.
+    pub minute: u8,
+}
+
+impl TimeOfDay {
+    /// Seconds after midnight.
+    pub fn seconds(self) -> u64 {
+        u64::from(self.hour) * 3600 + u64::from(self.minute) * 60
+    }
+}
+
+impl std::str::FromStr for TimeOfDay {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidRequest(format!("invalid time of day {s:?}: write it as HH:MM (UTC), like 03:00"));
+        let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+        let two = |x: &str| (1..=2).contains(&x.len()) && x.bytes().all(|b| b.is_ascii_digit());
+        if !two(h) || m.len() != 2 || !two(m) {
+            return Err(bad());
+        }
+        let (hour, minute) = (h.parse::<u8>().map_err(|_| bad())?, m.parse::<u8>().map_err(|_| bad())?);
+        if hour > 23 || minute > 59 {
+            return Err(bad());
+        }
+        Ok(Self { hour, minute })
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.hour, self.minute)
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written for people: a number with a unit `ms`, `s`, `m`, `h` or `d` (no unit:
+/// seconds), like `30m`, `1.5h`, `90s`. Zero is allowed (callers read it as "off").
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let bad = || {
+        Error::InvalidRequest(format!("invalid duration {s:?}: use a number with a unit ms, s, m, h or d, like 30m"))
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let per_ms: f64 = match unit.trim() {
+        "ms" => 1.0,
+        "" | "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        "d" => 86_400e3,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() || num.matches('.').count() > 1 {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let ms = (n * per_ms).round();
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// `Option<Duration>` as a human string (`"30m"`), or a number of seconds; zero reads as `None`.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) if d.subsec_millis() == 0 => s.serialize_str(&format!("{}s", d.as_secs())),
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let d = match Option::<Raw>::deserialize(d)? {
+            None => return Ok(None),
+            Some(Raw::Secs(n)) => Duration::from_secs(n),
+            Some(Raw::Text(t)) => super::parse_duration(&t).map_err(serde::de::Error::custom)?,
+        };
+        Ok((!d.is_zero()).then_some(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration("30m").expect("30m"), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1.5h").expect("1.5h"), Duration::from_secs(5400));
+        assert_eq!(parse_duration("90").expect("90"), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").expect("0"), Duration::ZERO);
+        for bad in ["", "m", "1x", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!("03:00".parse::<TimeOfDay>().expect("time"), TimeOfDay { hour: 3, minute: 0 });
+        assert_eq!("3:05".parse::<TimeOfDay>().expect("time").to_string(), "03:05");
+        for bad in ["24:00", "03:60", "3", "03:0", "aa:bb", ""] {
+            assert!(bad.parse::<TimeOfDay>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn snapshot_section_defaults_and_round_trip() {
+        let c = SnapshotConfig::default();
+        assert_eq!((c.keep, c.storage, c.idle_suspend_after, c.daily_at), (5, SnapshotStorage::Local, None, None));
+        c.validate().expect("defaults are valid");
+        let s3 = SnapshotConfig { storage: SnapshotStorage::S3, ..SnapshotConfig::default() };
+        assert!(s3.validate().expect_err("no bucket").to_string().contains("bucket"));
+        let json = r#"{"keep":3,"storage":"s3","idle_suspend_after":"30m","daily_at":"03:00",
+                       "s3":{"bucket":"b","endpoint":"http://127.0.0.1:9000","allow_http":true}}"#;
+        let c: SnapshotConfig = serde_json_from(json);
+        assert_eq!(c.keep, 3);
+        assert_eq!(c.idle_suspend_after, Some(Duration::from_secs(1800)));
+        assert_eq!(c.daily_at, Some(TimeOfDay { hour: 3, minute: 0 }));
+        assert_eq!(c.s3.as_ref().map(|s| s.bucket.as_str()), Some("b"));
+        c.validate().expect("valid");
+        let off: SnapshotConfig = serde_json_from(r#"{"idle_suspend_after":"0"}"#);
+        assert_eq!(off.idle_suspend_after, None);
+        let secs: SnapshotConfig = serde_json_from(r#"{"idle_suspend_after":600}"#);
+        assert_eq!(secs.idle_suspend_after, Some(Duration::from_secs(600)));
+    }
+
+    fn serde_json_from<T: serde::de::DeserializeOwned>(json: &str) -> T {
+        serde_json::from_str(json).expect("valid config JSON")
     }
 }

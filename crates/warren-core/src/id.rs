@@ -140,8 +140,7 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// 26 Crockford base32 characters: 48 bits of milliseconds since the epoch, then 80 random bits,
 /// so ids sort by creation time (the ULID layout).
 fn time_sortable() -> String {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let mut rnd = [0u8; 10];
     // getrandom only fails if the kernel has no entropy source at all; fall back to the clock
     // mixed with the pid, which still keeps ids unique per process and millisecond in practice.

@@ -7,9 +7,13 @@
 //!   the same state directory at once;
 //! * records every change in the store's audit trail;
 //! * on open, asks the backend how each stored workspace really is (the host is the truth) and
-//!   records where that differs from what was last asked for.
+//!   records where that differs from what was last asked for; first it repairs what a killed
+//!   snapshot or restore left behind (see [`snapshots`]);
+//! * takes, restores and manages snapshots, and runs the automatic ones ([`snapshots`]).
 //!
 //! The state a caller sees ([`WorkspaceInfo::state`]) always comes live from the backend.
+
+pub mod snapshots;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,6 +37,8 @@ use warren_core::{
 };
 use warren_store::{DesiredState, NewEvent, Store, StoreError, WorkspaceRecord};
 
+pub use snapshots::{Quiesce, RestoreOutcome, SnapshotOptions, TickReport};
+pub use warren_snapshot::{Manifest, Progress, ProgressFn, Trigger};
 pub use warren_store::{Event, Timestamp};
 
 /// How to open the engine, beyond the [`Config`].
@@ -85,6 +91,7 @@ pub struct Engine {
     ns_helper: Option<HelperCmd>,
     store: Arc<Store>,
     locks: PathBuf,
+    snap: snapshots::SnapState,
 }
 
 impl Engine {
@@ -92,6 +99,7 @@ impl Engine {
     /// stored workspaces with the host.
     pub async fn open(cfg: Config, opts: EngineOptions) -> Result<Engine> {
         cfg.limits.validate().map_err(|e| Error::InvalidRequest(format!("configured default limits: {e}")))?;
+        cfg.snapshots.validate()?;
         check_uid_range(&cfg)?;
         let state = cfg.state_dir.clone();
         let locks = state.join("locks");
@@ -105,14 +113,17 @@ impl Engine {
             .await?
         };
         let (kind, backend) = pick_backend(&cfg, opts.ns_helper.clone())?;
+        let store = Arc::new(store);
+        let snap = snapshots::SnapState::new(&cfg, store.clone());
         let engine = Engine {
             cfg,
             kind,
             backend,
             others: Mutex::new(HashMap::new()),
             ns_helper: opts.ns_helper,
-            store: Arc::new(store),
+            store,
             locks,
+            snap,
         };
         engine.reconcile().await;
         Ok(engine)
@@ -200,25 +211,32 @@ impl Engine {
         let status = backend.start(&spec_of(&rec)).await?;
         let (u, event) = (user.clone(), NewEvent::new(kind, json!({ "pid": status.pid })));
         let rec = self.db(move |s| s.set_desired_state(&u, DesiredState::Running, &event)).await?;
+        self.clear_suspended(user).await?;
+        self.snap.activity.touch(user);
         info!(pid = status.pid, "started workspace");
         Ok(info_of(rec, status.state))
     }
 
     /// Starts the user's workspace unless it is running already (for callers that want
-    /// "exec starts it if needed"; [`Engine::exec`] itself never starts a workspace).
+    /// "exec starts it if needed"). [`Engine::exec`] itself starts only a workspace that was
+    /// suspended for idleness (see [`snapshots`]); an explicitly stopped one stays stopped.
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn ensure_running(&self, user: &UserId) -> Result<WorkspaceInfo> {
         let info = self.status(user).await?;
         if info.state == State::Running {
+            self.snap.activity.touch(user);
             return Ok(info);
         }
         let _lock = self.lock(user).await?;
         // Someone else may have started it while this call waited for the lock.
         let info = self.status(user).await?;
         if info.state == State::Running {
+            self.snap.activity.touch(user);
             return Ok(info);
         }
-        self.start_locked(user, "auto_start").await
+        let u = user.clone();
+        let kind = if self.db(move |s| s.activity(&u)).await?.suspended { "resume" } else { "auto_start" };
+        self.start_locked(user, kind).await
     }
 
     /// Stops the user's workspace, killing every process in it. Files stay.
@@ -230,6 +248,8 @@ impl Engine {
         backend.stop(&spec).await?;
         let (u, event) = (user.clone(), NewEvent::new("stop", json!({})));
         let rec = self.db(move |s| s.set_desired_state(&u, DesiredState::Stopped, &event)).await?;
+        // Stopped on purpose: the next exec must not resume it.
+        self.clear_suspended(user).await?;
         let state = backend.status(&spec).await?.state;
         info!("stopped workspace");
         Ok(info_of(rec, state))
@@ -268,24 +288,32 @@ impl Engine {
     }
 
     /// Runs a command to completion in the user's workspace. The workspace must be running
-    /// (the backend's `Conflict` otherwise; see [`Engine::ensure_running`]).
+    /// (the backend's `Conflict` otherwise; see [`Engine::ensure_running`]), unless it was
+    /// suspended for idleness: then it is resumed first, transparently.
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn exec(&self, user: &UserId, req: ExecRequest) -> Result<ExecOutput> {
         let (rec, backend) = self.lookup(user).await?;
+        let rec = self.resume_if_suspended(user, rec).await?;
+        let _busy = self.snap.activity.busy(user);
         backend.exec(&spec_of(&rec), req).await
     }
 
-    /// Starts a command in the user's workspace and streams its output.
+    /// Starts a command in the user's workspace and streams its output (resuming a workspace
+    /// suspended for idleness first, like [`Engine::exec`]).
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn exec_stream(&self, user: &UserId, req: ExecRequest) -> Result<ExecHandle> {
         let (rec, backend) = self.lookup(user).await?;
-        backend.exec_stream(&spec_of(&rec), req).await
+        let rec = self.resume_if_suspended(user, rec).await?;
+        let busy = self.snap.activity.busy(user);
+        let h = backend.exec_stream(&spec_of(&rec), req).await?;
+        Ok(snapshots::track_exec(h, busy))
     }
 
     /// Reads a file of the user's workspace.
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn read_file(&self, user: &UserId, path: &WorkspacePath) -> Result<Vec<u8>> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.read_file(&spec_of(&rec), path).await
     }
 
@@ -293,6 +321,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn write_file(&self, user: &UserId, path: &WorkspacePath, data: Vec<u8>, mode: u32) -> Result<()> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.write_file(&spec_of(&rec), path, data, mode).await
     }
 
@@ -300,6 +329,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn list_files(&self, user: &UserId, path: &WorkspacePath) -> Result<Vec<DirEntry>> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.list_files(&spec_of(&rec), path).await
     }
 
@@ -307,6 +337,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn make_dir(&self, user: &UserId, path: &WorkspacePath) -> Result<()> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.make_dir(&spec_of(&rec), path).await
     }
 
@@ -314,6 +345,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn delete_file(&self, user: &UserId, path: &WorkspacePath, recursive: bool) -> Result<()> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.delete_file(&spec_of(&rec), path, recursive).await
     }
 
@@ -350,6 +382,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(user = %user, workspace = field::Empty))]
     pub async fn files(&self, user: &UserId) -> Result<Confined> {
         let (rec, backend) = self.lookup(user).await?;
+        self.snap.activity.touch(user);
         backend.confined(&spec_of(&rec))
     }
 
@@ -442,14 +475,15 @@ impl Engine {
                 return;
             }
         };
+        let debris = snapshots::restore_debris(&self.cfg.state_dir);
         for rec in recs {
-            if let Err(e) = self.reconcile_one(&rec).await {
+            if let Err(e) = self.reconcile_one(&rec, debris.contains(rec.user.as_str())).await {
                 warn!(user = %rec.user, workspace = %rec.workspace_id, error = %e, "reconcile failed");
             }
         }
     }
 
-    async fn reconcile_one(&self, rec: &WorkspaceRecord) -> Result<()> {
+    async fn reconcile_one(&self, rec: &WorkspaceRecord, debris: bool) -> Result<()> {
         let Some(_lock) = self.try_lock(&rec.user).await? else {
             tracing::debug!(user = %rec.user, "reconcile: workspace busy, skipped");
             return Ok(());
@@ -458,6 +492,9 @@ impl Engine {
         let u = rec.user.clone();
         let Some(rec) = self.db(move |s| s.get_workspace(&u)).await? else { return Ok(()) };
         let backend = self.backend_for(rec.backend)?;
+        // What a killed snapshot or restore left: a frozen cgroup, a workspace stopped for an
+        // archive, a restore's staging tree.
+        self.recover_locked(&rec, &backend, debris).await;
         let actual = backend.status(&spec_of(&rec)).await?.state;
         let agree = matches!(
             (rec.desired_state, actual),

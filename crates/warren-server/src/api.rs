@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warren_core::fs::{DirEntry, FileKind};
 use warren_core::{BackendKind, Limits, State, Stats};
-use warren_engine::{Event, WorkspaceInfo};
+use warren_engine::{Event, Manifest, RestoreOutcome, Trigger, WorkspaceInfo};
 
 /// Resource limits of a workspace; `null` means unlimited.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -406,12 +406,172 @@ impl From<Event> for EventBody {
     }
 }
 
+/// Why a snapshot was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotTrigger {
+    /// Asked for (the API, `warren snapshot create`).
+    Manual,
+    /// When an idle workspace was suspended.
+    Idle,
+    /// The daily schedule.
+    Daily,
+    /// Automatically before a restore (restore it to undo that restore).
+    PreRestore,
+    /// Imported from a file.
+    Import,
+}
+
+impl From<Trigger> for SnapshotTrigger {
+    fn from(t: Trigger) -> Self {
+        match t {
+            Trigger::Manual => Self::Manual,
+            Trigger::Idle => Self::Idle,
+            Trigger::Daily => Self::Daily,
+            Trigger::PreRestore => Self::PreRestore,
+            Trigger::Import => Self::Import,
+        }
+    }
+}
+
+/// A snapshot: its manifest. Same fields, in the same order, as `warren snapshot list --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    /// Manifest format version.
+    pub format_version: u32,
+    /// The snapshot's id, unique per user.
+    #[schema(example = "snap_001")]
+    pub id: String,
+    /// Whose workspace it is.
+    pub user: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub created: String,
+    /// Why it was taken.
+    pub trigger: SnapshotTrigger,
+    /// Exempt from retention.
+    pub pinned: bool,
+    /// Size of the `.tar.zst` archive, bytes.
+    pub archive_bytes: u64,
+    /// Sum of the regular files' sizes.
+    pub unpacked_bytes: u64,
+    /// Regular files inside.
+    pub file_count: u64,
+    /// Entries inside (files, directories, symlinks).
+    pub entry_count: u64,
+    /// Lower-case hex SHA-256 of the archive.
+    pub sha256: String,
+    /// The backend the workspace ran on.
+    pub backend: String,
+    /// The snapshot this one was taken after, if recorded.
+    pub parent: Option<String>,
+    /// Sockets, FIFOs and devices left out.
+    pub skipped_entries: u64,
+}
+
+impl From<Manifest> for Snapshot {
+    fn from(m: Manifest) -> Self {
+        Self {
+            format_version: m.format_version,
+            id: m.id.to_string(),
+            user: m.user.to_string(),
+            created: m.created.to_string(),
+            trigger: m.trigger.into(),
+            pinned: m.pinned,
+            archive_bytes: m.archive_bytes,
+            unpacked_bytes: m.unpacked_bytes,
+            file_count: m.file_count,
+            entry_count: m.entry_count,
+            sha256: m.sha256,
+            backend: m.backend,
+            parent: m.parent.map(|p| p.to_string()),
+            skipped_entries: m.skipped_entries,
+        }
+    }
+}
+
+/// `POST /v1/workspaces/{user}/snapshots`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// The id (1-64 of `A-Z a-z 0-9 _ . -`); default: generated, sortable by time.
+    pub id: Option<String>,
+    /// Exempt it from retention.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestoreResult {
+    /// The snapshot now in the workspace.
+    pub restored: Snapshot,
+    /// The automatic snapshot of the files the restore replaced: restore it to undo.
+    pub pre_restore: Snapshot,
+    /// Regular files restored.
+    pub files: u64,
+    /// Bytes of regular files restored.
+    pub bytes: u64,
+    /// The workspace was running and was started again.
+    pub restarted: bool,
+}
+
+impl From<RestoreOutcome> for RestoreResult {
+    fn from(r: RestoreOutcome) -> Self {
+        Self {
+            restored: r.restored.into(),
+            pre_restore: r.pre_restore.into(),
+            files: r.files,
+            bytes: r.bytes,
+            restarted: r.restarted,
+        }
+    }
+}
+
 /// The seed's `POST /snapshot/create`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SeedSnapshotCreate {
     /// The user whose workspace to snapshot.
     #[schema(example = "u_123")]
     pub user_id: String,
+    /// The snapshot's id; default: generated.
+    #[serde(default)]
+    #[schema(example = "snap_001")]
+    pub snapshot_id: Option<String>,
+}
+
+/// The answer to the seed's `POST /snapshot/create`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeedSnapshotCreated {
+    /// The user.
+    pub user_id: String,
+    /// The new snapshot's id.
+    pub snapshot_id: String,
+    /// Its manifest.
+    pub snapshot: Snapshot,
+}
+
+/// The answer to the seed's `POST /snapshot/restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeedSnapshotRestored {
+    /// The user.
+    pub user_id: String,
+    /// The snapshot now in the workspace.
+    pub snapshot_id: String,
+    /// The automatic snapshot of the replaced files (restore it to undo).
+    pub pre_restore_id: String,
+    /// Regular files restored.
+    pub files: u64,
+    /// The workspace was running and was started again.
+    pub restarted: bool,
+}
+
+/// The answer to the seed's `GET /snapshot/list/{user_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeedSnapshotList {
+    /// The user.
+    pub user_id: String,
+    /// Newest first.
+    pub snapshots: Vec<Snapshot>,
 }
 
 /// The seed's `POST /snapshot/restore`.

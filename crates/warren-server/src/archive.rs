@@ -44,11 +44,8 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
-
 }
 
 impl Write for ChannelWriter {
@@ -143,7 +140,11 @@ pub fn write_tar<W: Write>(c: &Confined, root: &WorkspacePath, out: W) -> io::Re
 enum Planned {
     Dir,
     /// File data at `start .. start + size` of the archive.
-    File { start: u64, size: u64, mode: u32 },
+    File {
+        start: u64,
+        size: u64,
+        mode: u32,
+    },
 }
 
 /// Extracts the tar in `data` beneath `root`, creating `root` if needed. Every entry is

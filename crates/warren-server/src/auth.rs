@@ -143,7 +143,8 @@ impl Authenticator {
     /// Builds the verifier from the configuration; in development mode (no key source) it
     /// loads or creates `{state_dir}/dev-secret`. A JWKS is not fetched here ([`Self::warm_up`]).
     pub fn new(cfg: &AuthConfig, state_dir: &std::path::Path) -> Result<Self> {
-        let sources = [cfg.jwks_url.is_some(), cfg.public_key_file.is_some(), cfg.secret.is_some() || cfg.secret_file.is_some()];
+        let sources =
+            [cfg.jwks_url.is_some(), cfg.public_key_file.is_some(), cfg.secret.is_some() || cfg.secret_file.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
             return Err(Error::InvalidRequest(
                 "auth: set only one of jwks_url, public_key_file, and secret/secret_file".into(),
@@ -153,7 +154,9 @@ impl Authenticator {
             return Err(Error::InvalidRequest("auth: set secret or secret_file, not both".into()));
         }
         if cfg.user_claim.is_empty() || cfg.admin_claim.is_empty() || cfg.admin_value.is_empty() {
-            return Err(Error::InvalidRequest("auth: user_claim, admin_claim and admin_value must not be empty".into()));
+            return Err(Error::InvalidRequest(
+                "auth: user_claim, admin_claim and admin_value must not be empty".into(),
+            ));
         }
         let (mut issuer, mut audience) = (cfg.issuer.clone(), cfg.audience.clone());
         let mut secret = None;
@@ -278,7 +281,9 @@ impl Authenticator {
         if let Keys::Jwks(j) = &self.keys {
             match j.refresh(true).await {
                 Ok(n) => info!(url = %j.url, keys = n, "fetched the JWKS"),
-                Err(e) => warn!(url = %j.url, error = %e, "fetching the JWKS failed; tokens are refused until it works"),
+                Err(e) => {
+                    warn!(url = %j.url, error = %e, "fetching the JWKS failed; tokens are refused until it works")
+                }
             }
         }
     }
@@ -305,10 +310,14 @@ impl Authenticator {
         if token.split('.').count() != 3 {
             return Err(unauth("malformed token: expected a JWT (three base64url parts)".into()));
         }
-        let header = decode_header(token)
-            .map_err(|e| unauth(format!("malformed token header (alg 'none' and unknown algorithms are refused): {e}")))?;
+        let header = decode_header(token).map_err(|e| {
+            unauth(format!("malformed token header (alg 'none' and unknown algorithms are refused): {e}"))
+        })?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(unauth(format!("token algorithm {:?} is not allowed (allowed: {:?})", header.alg, self.algorithms)));
+            return Err(unauth(format!(
+                "token algorithm {:?} is not allowed (allowed: {:?})",
+                header.alg, self.algorithms
+            )));
         }
         let key = match &self.keys {
             Keys::Secret(k) | Keys::Pem(k) => k.clone(),
@@ -394,7 +403,8 @@ struct JwksState {
 
 impl Jwks {
     fn new(url: &str, cfg: &AuthConfig) -> Result<Self> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| Error::InvalidRequest(format!("auth.jwks_url {url:?}: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| Error::InvalidRequest(format!("auth.jwks_url {url:?}: {e}")))?;
         let loopback = parsed.host_str().is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]");
         if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
             return Err(Error::InvalidRequest(format!(

@@ -21,7 +21,7 @@ pub struct ErrorDetail {
     /// Stable code: `invalid_id`, `invalid_path`, `invalid_request`, `not_found`,
     /// `already_exists`, `conflict`, `unsupported`, `timeout`, `io`, `internal`,
     /// `unauthorized`, `forbidden`, `rate_limited`, `payload_too_large`, `method_not_allowed`,
-    /// `not_implemented`.
+    /// `shutting_down`.
     pub code: String,
     /// What failed and what to do about it.
     pub message: String,
@@ -99,11 +99,6 @@ impl ApiError {
         )
     }
 
-    /// 501 `not_implemented`.
-    pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
-    }
-
     /// The JSON body of this error.
     pub fn body(&self) -> ErrorBody {
         ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message.clone() } }
@@ -116,7 +111,11 @@ impl From<Error> for ApiError {
         if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED && status != StatusCode::GATEWAY_TIMEOUT {
             // The details (host paths, errno) go to the log, not to the caller.
             tracing::error!(error = %e, "request failed");
-            return Self::new(status, e.code(), format!("internal error ({}); the server log has the details", e.code()));
+            return Self::new(
+                status,
+                e.code(),
+                format!("internal error ({}); the server log has the details", e.code()),
+            );
         }
         Self::new(status, e.code(), e.to_string())
     }

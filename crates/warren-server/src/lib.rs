@@ -61,6 +61,19 @@ pub struct Inner {
     pub cfg: ServerConfig,
     limiter: RateLimiter,
     metrics: Metrics,
+    /// Set when the shutdown grace period is over: handlers and response streams still running
+    /// end then (which kills their commands).
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Inner {
+    /// Completes when the shutdown grace period is over.
+    pub fn cut_off(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.cut.subscribe();
+        async move {
+            let _ = rx.wait_for(|cut| *cut).await;
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -110,6 +123,7 @@ impl Server {
             auth: Arc::new(authn),
             limiter: RateLimiter::new(cfg.rate_limit_rps, cfg.rate_limit_burst),
             metrics: Metrics::default(),
+            cut: tokio::sync::watch::channel(false).0,
             cfg,
         };
         Ok(Self { state: AppState(Arc::new(inner)) })
@@ -128,7 +142,11 @@ impl Server {
     /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish
     /// for at most `shutdown_grace_secs` (streams still open then are cut, which kills their
     /// commands).
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let grace = Duration::from_secs(self.state.cfg.shutdown_grace_secs);
         let app = self.router();
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -149,8 +167,14 @@ impl Server {
             Ok(r) => r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             Err(_) => {
                 warn!("in-flight requests did not finish within {} s; cutting them off", grace.as_secs());
-                server.abort();
-                Ok(())
+                let _ = self.state.cut.send(true);
+                match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+                    Ok(r) => r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    Err(_) => {
+                        server.abort();
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -172,6 +196,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{user}/files", get(list_files))
         .route("/v1/workspaces/{user}/files/{*path}", get(read_file).put(write_file).delete(delete_file))
         .route("/v1/workspaces/{user}/archive", get(get_archive).put(put_archive))
+        .route("/v1/workspaces/{user}/snapshots", post(create_snapshot).get(list_snapshots))
+        .route("/v1/workspaces/{user}/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
+        .route("/v1/workspaces/{user}/snapshots/{id}/restore", post(restore_snapshot))
+        .route("/v1/workspaces/{user}/snapshots/{id}/pin", post(pin_snapshot))
         .route("/v1/events", get(events))
         .route("/snapshot/create", post(seed_snapshot_create))
         .route("/snapshot/restore", post(seed_snapshot_restore))
@@ -188,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), cut_at_shutdown))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -197,15 +226,36 @@ fn route_of(req: &Request) -> String {
 }
 
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let (route, method, started) = (route_of(&req), req.method().to_string(), Instant::now());
+    let method = match *req.method() {
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::OPTIONS => {
+            req.method().to_string()
+        }
+        _ => "OTHER".to_owned(), // keeps the label set bounded
+    };
+    let (route, started) = (route_of(&req), Instant::now());
     let resp = next.run(req).await;
     s.metrics.observe(&route, &method, resp.status().as_u16(), started.elapsed());
     resp
 }
 
+async fn cut_at_shutdown(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    tokio::select! {
+        r = next.run(req) => r,
+        () = s.cut_off() => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down and cut this request off; retry when it is back",
+        )
+        .into_response(),
+    }
+}
+
 async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if route_of(&req).contains("/exec") {
-        return next.run(req).await; // exec runs under its own timeout
+    let route = route_of(&req);
+    if route.contains("/exec") || route.contains("/snapshot") {
+        // exec runs under its own timeout; a snapshot or restore takes as long as the tree needs
+        // (and finishes even if its caller goes away).
+        return next.run(req).await;
     }
     let secs = s.cfg.request_timeout_secs;
     match tokio::time::timeout(Duration::from_secs(secs), next.run(req)).await {
@@ -267,6 +317,8 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         routes::exec, routes::exec_stream,
         routes::list_files, routes::read_file, routes::write_file, routes::delete_file,
         routes::get_archive, routes::put_archive,
+        routes::create_snapshot, routes::list_snapshots, routes::get_snapshot, routes::restore_snapshot,
+        routes::delete_snapshot, routes::pin_snapshot,
         routes::seed_snapshot_create, routes::seed_snapshot_restore, routes::seed_snapshot_list,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -275,6 +327,7 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         (name = "workspaces", description = "Create, inspect, start, stop and destroy workspaces"),
         (name = "exec", description = "Run commands"),
         (name = "files", description = "Files and trees (tar)"),
+        (name = "snapshots", description = "Snapshots: take, list, restore, delete, pin"),
         (name = "seed", description = "The seed's snapshot routes, kept working"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

@@ -65,9 +65,14 @@ impl Metrics {
         for (route, h) in &m.latency {
             let r = esc(route);
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "warren_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "warren_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "warren_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}", h.count);
+            let _ =
+                writeln!(out, "warren_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "warren_http_request_duration_seconds_sum{{route=\"{r}\"}} {}", h.sum);
             let _ = writeln!(out, "warren_http_request_duration_seconds_count{{route=\"{r}\"}} {}", h.count);
         }
@@ -99,7 +104,12 @@ mod tests {
         m.observe("/v1/workspaces/{user}", "GET", 404, Duration::from_secs(20));
         let ws = BTreeMap::from([("running".to_owned(), 2), ("stopped".to_owned(), 1)]);
         let text = m.render(&ws, true);
-        assert!(text.contains("warren_http_requests_total{route=\"/v1/workspaces/{user}\",method=\"GET\",status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "warren_http_requests_total{route=\"/v1/workspaces/{user}\",method=\"GET\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("le=\"10\"} 2"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3"), "{text}");

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use warren_core::backend::blocking;
 use warren_core::{ExecControl, ExecEvent, ExecRequest, Limits, SnapshotId, WorkspacePath};
-use warren_engine::CreateOptions;
+use warren_engine::{CreateOptions, SnapshotOptions};
 
 use crate::api::*;
 use crate::archive;
@@ -58,11 +58,8 @@ impl FromRequest<AppState> for RawBody {
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large(limit));
     }
@@ -78,8 +75,17 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(buf))
 }
 
-fn stream_body(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Body {
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+/// A response body from a channel; it ends with an error (so the client sees a cut transfer)
+/// when the shutdown grace period is over.
+fn stream_body(s: &AppState, rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Body {
+    let cut = Box::pin(s.cut_off());
+    Body::from_stream(futures::stream::unfold(Some((rx, cut)), |st| async move {
+        let (mut rx, mut cut) = st?;
+        tokio::select! {
+            item = rx.recv() => item.map(|i| (i, Some((rx, cut)))),
+            () = &mut cut => Some((Err(io::Error::other("the server is shutting down")), None)),
+        }
+    }))
 }
 
 fn wpath(p: &str) -> ApiResult<WorkspacePath> {
@@ -212,7 +218,10 @@ pub async fn create_workspace(
 #[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", security(("bearer" = [])), responses(
     (status = 200, body = Vec<Workspace>), (status = 401, body = ErrorBody),
 ))]
-pub async fn list_workspaces(State(s): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Workspace>>> {
+pub async fn list_workspaces(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Workspace>>> {
     let list = if c.principal.admin {
         s.engine.list().await?
     } else {
@@ -336,7 +345,9 @@ fn exec_request(s: &AppState, b: ExecBody) -> ApiResult<(ExecRequest, Option<Vec
     let max = s.cfg.max_exec_timeout_secs.saturating_mul(1000);
     let ms = b.timeout_ms.unwrap_or(s.cfg.exec_timeout_secs.saturating_mul(1000));
     if ms == 0 || ms > max {
-        return Err(ApiError::bad_request(format!("timeout_ms must be between 1 and {max} (the server's max_exec_timeout_secs)")));
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be between 1 and {max} (the server's max_exec_timeout_secs)"
+        )));
     }
     let timeout = Duration::from_millis(ms);
     let req = ExecRequest {
@@ -530,7 +541,7 @@ pub async fn exec_stream(
             }
         }
     });
-    let mut resp = Response::new(stream_body(rx));
+    let mut resp = Response::new(stream_body(&s, rx));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
@@ -600,7 +611,7 @@ pub async fn read_file(
             }
         }
     });
-    let mut resp = Response::new(stream_body(rx));
+    let mut resp = Response::new(stream_body(&s, rx));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(st.size));
@@ -632,10 +643,9 @@ pub async fn write_file(
     let path = wpath(&path)?;
     let mode = match q.mode.as_deref() {
         None => 0o644,
-        Some(m) => u32::from_str_radix(m, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| ApiError::bad_request(format!("mode {m:?} must be octal permission bits like 644 or 755")))?,
+        Some(m) => u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| {
+            ApiError::bad_request(format!("mode {m:?} must be octal permission bits like 644 or 755"))
+        })?,
     };
     let n = body.len() as u64;
     s.engine.write_file(&user, &path, body.to_vec(), mode).await?;
@@ -685,7 +695,7 @@ pub async fn get_archive(
     let files = s.engine.files(&user).await?;
     let (files, root) = blocking(move || archive::check_dir(&files, &root).map(|()| (files, root))).await?;
     let rx = archive::spawn_tar(files, root);
-    let mut resp = Response::new(stream_body(rx));
+    let mut resp = Response::new(stream_body(&s, rx));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     Ok(resp)
 }
@@ -713,46 +723,167 @@ pub async fn put_archive(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The seed's snapshot routes
+// Snapshots
 
-const NO_SNAPSHOTS: &str =
-    "snapshots are not available in this build yet: the engine has no snapshot support (it is being added)";
+fn snap_id(raw: &str) -> ApiResult<SnapshotId> {
+    SnapshotId::new(raw).map_err(ApiError::from)
+}
 
-/// The seed's route: snapshots a user's workspace.
+/// Takes a snapshot (201). A running `ns` workspace keeps running (frozen while it is
+/// archived); a `dir` one is stopped for the archive and started again. Retention then keeps
+/// the newest `snapshots.keep`; pinned ones are extra.
+#[utoipa::path(post, path = "/v1/workspaces/{user}/snapshots", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`")),
+    request_body(content = CreateSnapshot, description = "optional; an empty body takes a snapshot with a generated id"),
+    responses((status = 201, body = Snapshot), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "the id is taken", body = ErrorBody)))]
+pub async fn create_snapshot(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<Option<CreateSnapshot>>,
+) -> ApiResult<(StatusCode, Json<Snapshot>)> {
+    let user = c.target(&user)?;
+    let body = body.unwrap_or_default();
+    let id = body.id.as_deref().map(snap_id).transpose()?;
+    let opts = SnapshotOptions { pinned: body.pinned, ..SnapshotOptions::default() };
+    let m = s.engine.snapshot_create(&user, id, opts).await?;
+    Ok((StatusCode::CREATED, Json(m.into())))
+}
+
+/// Lists the user's snapshots, newest first (they outlive the workspace).
+#[utoipa::path(get, path = "/v1/workspaces/{user}/snapshots", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`")),
+    responses((status = 200, body = Vec<Snapshot>), (status = 403, body = ErrorBody)))]
+pub async fn list_snapshots(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Vec<Snapshot>>> {
+    let user = c.target(&user)?;
+    Ok(Json(s.engine.snapshot_list(&user).await?.into_iter().map(Snapshot::from).collect()))
+}
+
+/// One snapshot.
+#[utoipa::path(get, path = "/v1/workspaces/{user}/snapshots/{id}", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`"), ("id" = String, Path, description = "the snapshot")),
+    responses((status = 200, body = Snapshot), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_snapshot(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((user, id)): Path<(String, String)>,
+) -> ApiResult<Json<Snapshot>> {
+    let user = c.target(&user)?;
+    Ok(Json(s.engine.snapshot_get(&user, &snap_id(&id)?).await?.into()))
+}
+
+/// Restores a snapshot: verified and unpacked beside the workspace first, then the current
+/// files are saved as a `pre_restore` snapshot, the new tree swapped in, and the workspace
+/// started again if it was running. On failure the workspace is as it was.
+#[utoipa::path(post, path = "/v1/workspaces/{user}/snapshots/{id}/restore", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`"), ("id" = String, Path, description = "the snapshot")),
+    responses((status = 200, body = RestoreResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn restore_snapshot(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((user, id)): Path<(String, String)>,
+) -> ApiResult<Json<RestoreResult>> {
+    let user = c.target(&user)?;
+    Ok(Json(s.engine.snapshot_restore(&user, &snap_id(&id)?).await?.into()))
+}
+
+/// Deletes a snapshot.
+#[utoipa::path(delete, path = "/v1/workspaces/{user}/snapshots/{id}", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`"), ("id" = String, Path, description = "the snapshot")),
+    responses((status = 204, description = "deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_snapshot(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((user, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let user = c.target(&user)?;
+    s.engine.snapshot_delete(&user, &snap_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../snapshots/{id}/pin` body.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinBody {
+    /// Pin (true, the default) or unpin (false).
+    #[serde(default = "yes")]
+    pub pinned: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Pins a snapshot (retention never deletes it) or unpins it.
+#[utoipa::path(post, path = "/v1/workspaces/{user}/snapshots/{id}/pin", tag = "snapshots", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`"), ("id" = String, Path, description = "the snapshot")),
+    request_body(content = PinBody, description = "optional; default pins"),
+    responses((status = 200, body = Snapshot), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn pin_snapshot(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((user, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Option<PinBody>>,
+) -> ApiResult<Json<Snapshot>> {
+    let user = c.target(&user)?;
+    let pinned = body.is_none_or(|b| b.pinned);
+    Ok(Json(s.engine.snapshot_pin(&user, &snap_id(&id)?, pinned).await?.into()))
+}
+
+/// The seed's route: snapshots a user's workspace (`snapshot_id` optional).
 #[utoipa::path(post, path = "/snapshot/create", tag = "seed", security(("bearer" = [])),
     request_body = SeedSnapshotCreate,
-    responses((status = 403, body = ErrorBody), (status = 501, description = "snapshots are not in this build yet", body = ErrorBody)))]
+    responses((status = 200, body = SeedSnapshotCreated), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn seed_snapshot_create(
+    State(s): State<AppState>,
     Extension(c): Extension<Caller>,
     JsonBody(body): JsonBody<SeedSnapshotCreate>,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<SeedSnapshotCreated>> {
     let user = c.target(&body.user_id)?;
-    let _ = user;
-    Err(ApiError::not_implemented(NO_SNAPSHOTS))
+    let id = body.snapshot_id.as_deref().map(snap_id).transpose()?;
+    let m = s.engine.snapshot_create(&user, id, SnapshotOptions::default()).await?;
+    Ok(Json(SeedSnapshotCreated { user_id: user.to_string(), snapshot_id: m.id.to_string(), snapshot: m.into() }))
 }
 
 /// The seed's route: restores a user's workspace from a snapshot.
 #[utoipa::path(post, path = "/snapshot/restore", tag = "seed", security(("bearer" = [])),
     request_body = SeedSnapshotRestore,
-    responses((status = 403, body = ErrorBody), (status = 501, description = "snapshots are not in this build yet", body = ErrorBody)))]
+    responses((status = 200, body = SeedSnapshotRestored), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn seed_snapshot_restore(
+    State(s): State<AppState>,
     Extension(c): Extension<Caller>,
     JsonBody(body): JsonBody<SeedSnapshotRestore>,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<SeedSnapshotRestored>> {
     let user = c.target(&body.user_id)?;
-    let snap = SnapshotId::new(body.snapshot_id).map_err(ApiError::from)?;
-    let _ = (user, snap);
-    Err(ApiError::not_implemented(NO_SNAPSHOTS))
+    let id = snap_id(&body.snapshot_id)?;
+    let r = s.engine.snapshot_restore(&user, &id).await?;
+    Ok(Json(SeedSnapshotRestored {
+        user_id: user.to_string(),
+        snapshot_id: r.restored.id.to_string(),
+        pre_restore_id: r.pre_restore.id.to_string(),
+        files: r.files,
+        restarted: r.restarted,
+    }))
 }
 
-/// The seed's route: lists a user's snapshots.
+/// The seed's route: lists a user's snapshots, newest first.
 #[utoipa::path(get, path = "/snapshot/list/{user_id}", tag = "seed", security(("bearer" = [])),
     params(("user_id" = String, Path, description = "the owner, or `me`")),
-    responses((status = 403, body = ErrorBody), (status = 501, description = "snapshots are not in this build yet", body = ErrorBody)))]
-pub async fn seed_snapshot_list(Extension(c): Extension<Caller>, Path(user): Path<String>) -> ApiResult<Response> {
+    responses((status = 200, body = SeedSnapshotList), (status = 403, body = ErrorBody)))]
+pub async fn seed_snapshot_list(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<SeedSnapshotList>> {
     let user = c.target(&user)?;
-    let _ = user;
-    Err(ApiError::not_implemented(NO_SNAPSHOTS))
+    let list = s.engine.snapshot_list(&user).await?;
+    Ok(Json(SeedSnapshotList { user_id: user.to_string(), snapshots: list.into_iter().map(Snapshot::from).collect() }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,5 +896,27 @@ pub async fn not_found() -> ApiError {
 
 /// Known route, wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method; see /openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_carry_never_splits_a_character() {
+        let mut c = Utf8Carry::default();
+        let e = "é".as_bytes();
+        assert_eq!(c.push(b"a"), "a");
+        assert_eq!(c.push(&e[..1]), "");
+        assert_eq!(c.push(&e[1..]), "é");
+        assert_eq!(c.push(b"\xffb"), "\u{FFFD}b", "invalid bytes are replaced, not carried");
+        assert_eq!(c.push(&"€".as_bytes()[..2]), "");
+        assert_eq!(c.finish().as_deref(), Some("\u{FFFD}"), "an unfinished character at the end");
+        assert_eq!(c.finish(), None);
+    }
 }

@@ -40,9 +40,9 @@ async fn assert_refused(srv: &TestServer, token: &str, why: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_tokens_of_each_algorithm_are_accepted() {
-    let (srv, jwks, rsa) = setup(0).await;
-    let (ec, ed) = (Signer::ec("ec-2"), Signer::ed("ed-1"));
-    jwks.set(json!({ "keys": [rsa.jwk(), ec.jwk(), ed.jwk()] }));
+    let (rsa, ec, ed) = (Signer::rsa("rsa-1"), Signer::ec("ec-2"), Signer::ed("ed-1"));
+    let jwks = JwksServer::start(json!({ "keys": [rsa.jwk(), ec.jwk(), ed.jwk()] })).await;
+    let srv = TestServer::start(0, jwks_auth(&jwks.url), ServerConfig::default()).await;
     for (signer, name) in [(&rsa, "RS256"), (&ec, "ES256"), (&ed, "EdDSA")] {
         let (status, body) = whoami(&srv, &signer.token(&claims("u_alg"))).await;
         assert_eq!(status, 200, "{name}: {body}");
@@ -112,6 +112,19 @@ async fn forged_unknown_kid() {
     assert_refused(&srv, &impostor.token(&claims("u_1")), "known kid, wrong key").await;
     // Unknown kids refetch the JWKS, but at most once per jwks_min_refresh_secs (30 s).
     assert!(jwks.fetches() <= before + 1, "fetches {} after {before}", jwks.fetches());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_with_its_own_key_in_the_header() {
+    let (srv, _jwks, _) = setup(20).await;
+    let attacker = Signer::other_rsa("rsa-1");
+    // The header carries the attacker's public key (jwk) and a URL to more (jku, x5u): none is
+    // ever used, only the configured JWKS.
+    let header = json!({
+        "alg": "RS256", "kid": "rsa-1", "jwk": attacker.jwk(),
+        "jku": "http://127.0.0.1:9/evil.json", "x5u": "http://127.0.0.1:9/evil.pem"
+    });
+    assert_refused(&srv, &attacker.token_with_header(&header, &claims("u_1")), "embedded jwk/jku").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +327,10 @@ async fn development_mode_makes_a_private_secret_and_accepts_only_its_tokens() {
     // A token minted independently with the secret, the development issuer and audience.
     let t = now();
     let mut dev = json!({ "sub": "u_dev", "iss": "warren-dev", "aud": "warren", "exp": t + 60, "nbf": t });
-    assert_eq!(whoami(&srv, &Signer::hmac(secret).token(&dev)).await, (200, json!({ "user": "u_dev", "admin": false })));
+    assert_eq!(
+        whoami(&srv, &Signer::hmac(secret).token(&dev)).await,
+        (200, json!({ "user": "u_dev", "admin": false }))
+    );
     dev["scope"] = json!("warren:admin");
     assert_eq!(whoami(&srv, &Signer::hmac(secret).token(&dev)).await.1["admin"], json!(true));
     assert_refused(&srv, &Signer::hmac(&[7u8; 32]).token(&dev), "another secret").await;
@@ -332,7 +348,11 @@ fn misconfigurations_are_refused_with_a_reason() {
         assert!(e.contains(want), "{e}");
     };
     check(
-        AuthConfig { jwks_url: Some("https://idp.test/jwks".into()), secret: Some("s".repeat(40)), ..Default::default() },
+        AuthConfig {
+            jwks_url: Some("https://idp.test/jwks".into()),
+            secret: Some("s".repeat(40)),
+            ..Default::default()
+        },
         "only one of",
     );
     check(AuthConfig { secret: Some("short".into()), ..Default::default() }, "at least 32");
@@ -350,7 +370,11 @@ fn misconfigurations_are_refused_with_a_reason() {
     );
     check(AuthConfig { jwks_url: Some("http://idp.test/jwks".into()), ..Default::default() }, "must be https");
     check(
-        AuthConfig { jwks_url: Some("https://idp.test/jwks".into()), algorithms: Some(vec!["none".into()]), ..Default::default() },
+        AuthConfig {
+            jwks_url: Some("https://idp.test/jwks".into()),
+            algorithms: Some(vec!["none".into()]),
+            ..Default::default()
+        },
         "unknown algorithm",
     );
 }

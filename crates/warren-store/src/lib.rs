@@ -5,6 +5,7 @@
 //! | `workspaces` | one row per user with a workspace: its id, uid, backend, desired state, limits |
 //! | `uid_allocations` | each user's uid, kept forever, so a recreated workspace gets the same uid |
 //! | `events` | the audit trail: every change, what it was and when |
+//! | `workspace_activity` | per workspace: last use, whether it was suspended for idleness, the last daily snapshot slot (for the engine's automatic snapshots) |
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a committed change survives a crash or a
 //! power cut, and every change (the row and its event) is one transaction, so a `kill -9` at any
@@ -72,6 +73,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
 
     CREATE INDEX events_by_user ON events (user_id, id);
+    ",
+    // 2: activity of workspaces, for idle suspension and daily snapshots.
+    "
+    CREATE TABLE workspace_activity (
+        user_id       TEXT    NOT NULL PRIMARY KEY REFERENCES workspaces (user_id) ON DELETE CASCADE,
+        last_activity INTEGER,
+        suspended     INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
+        last_daily    INTEGER
+    ) STRICT;
     ",
 ];
 
@@ -175,6 +185,17 @@ pub struct Event {
     pub kind: String,
     /// Details.
     pub detail: serde_json::Value,
+}
+
+/// What the engine remembers about a workspace's use (see [`Store::activity`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// The last time someone used it (exec, file access), as recorded.
+    pub last_activity: Option<Timestamp>,
+    /// It was stopped for idleness and resumes on its next use.
+    pub suspended: bool,
+    /// The daily-snapshot slot last handled for it.
+    pub last_daily: Option<Timestamp>,
 }
 
 /// The state store. Cheap to share behind an `Arc`; calls are serialised on one connection and
@@ -401,6 +422,66 @@ impl Store {
         Ok(rec)
     }
 
+    /// Records that the user's workspace was used at `at` (kept if a later time is stored).
+    /// Does nothing if the user has no workspace.
+    pub fn touch_activity(&self, user: &UserId, at: Timestamp) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO workspace_activity (user_id, last_activity)
+                 SELECT user_id, ?2 FROM workspaces WHERE user_id = ?1
+                 ON CONFLICT (user_id) DO UPDATE
+                     SET last_activity = max(coalesce(last_activity, 0), excluded.last_activity)",
+                params![user.as_str(), at.as_millis()],
+            )
+            .ctx("recording workspace activity")?;
+        Ok(())
+    }
+
+    /// Marks the user's workspace as suspended for idleness (or not), recording `event` with
+    /// the change in one transaction when given. Does nothing if the user has no workspace.
+    pub fn set_suspended(&self, user: &UserId, suspended: bool, event: Option<&NewEvent>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        tx.execute(
+            "INSERT INTO workspace_activity (user_id, suspended)
+             SELECT user_id, ?2 FROM workspaces WHERE user_id = ?1
+             ON CONFLICT (user_id) DO UPDATE SET suspended = excluded.suspended",
+            params![user.as_str(), suspended],
+        )
+        .ctx("recording a suspension")?;
+        if let Some(event) = event {
+            let ws = get(&tx, user)?.map(|r| r.workspace_id);
+            insert_event(&tx, Some(user), ws.as_ref(), event)?;
+        }
+        tx.commit().ctx("committing a suspension")
+    }
+
+    /// Records the daily-snapshot slot last handled for the user's workspace.
+    pub fn set_last_daily(&self, user: &UserId, slot: Timestamp) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO workspace_activity (user_id, last_daily)
+                 SELECT user_id, ?2 FROM workspaces WHERE user_id = ?1
+                 ON CONFLICT (user_id) DO UPDATE SET last_daily = excluded.last_daily",
+                params![user.as_str(), slot.as_millis()],
+            )
+            .ctx("recording a daily snapshot")?;
+        Ok(())
+    }
+
+    /// What is recorded about the use of the user's workspace (all empty if nothing is).
+    pub fn activity(&self, user: &UserId) -> Result<Activity> {
+        self.conn()
+            .query_row(
+                "SELECT last_activity, suspended, last_daily FROM workspace_activity WHERE user_id = ?1",
+                [user.as_str()],
+                activity_row,
+            )
+            .optional()
+            .ctx("reading workspace activity")
+            .map(Option::unwrap_or_default)
+    }
+
     /// Records an event on its own; returns its id.
     pub fn record_event(
         &self,
@@ -587,6 +668,14 @@ fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
         network: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+    })
+}
+
+fn activity_row(r: &Row<'_>) -> rusqlite::Result<Activity> {
+    Ok(Activity {
+        last_activity: r.get::<_, Option<i64>>(0)?.map(Timestamp::from_millis),
+        suspended: r.get(1)?,
+        last_daily: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
     })
 }
 

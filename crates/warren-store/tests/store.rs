@@ -305,3 +305,28 @@ fn check_consistent(path: &Path) {
         assert!(allocated.contains(&r.user), "allocation of {} without its event", r.user);
     }
 }
+
+#[test]
+fn workspace_activity_is_kept_and_goes_with_the_workspace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("warren.db")).expect("open");
+    let u = user("u_act");
+    // Nothing recorded for a user without a workspace, and no error.
+    store.touch_activity(&u, Timestamp::from_millis(5)).expect("touch without workspace");
+    assert_eq!(store.activity(&u).expect("activity"), warren_store::Activity::default());
+    store.insert_workspace(&record(&store, &u), &ev("create")).expect("insert");
+    store.touch_activity(&u, Timestamp::from_millis(2_000)).expect("touch");
+    store.touch_activity(&u, Timestamp::from_millis(1_000)).expect("an older touch");
+    store.set_suspended(&u, true, Some(&ev("idle_suspend"))).expect("suspend");
+    store.set_last_daily(&u, Timestamp::from_millis(3_000)).expect("daily");
+    let a = store.activity(&u).expect("activity");
+    assert_eq!(a.last_activity, Some(Timestamp::from_millis(2_000)), "the later time is kept");
+    assert!(a.suspended);
+    assert_eq!(a.last_daily, Some(Timestamp::from_millis(3_000)));
+    assert_eq!(store.events(Some(&u), 1).expect("events")[0].kind, "idle_suspend");
+    store.set_suspended(&u, false, None).expect("resume");
+    assert!(!store.activity(&u).expect("activity").suspended);
+    store.delete_workspace(&u, &ev("destroy")).expect("delete");
+    assert_eq!(store.activity(&u).expect("activity"), warren_store::Activity::default(), "deleted with it");
+    store.integrity_check().expect("integrity");
+}

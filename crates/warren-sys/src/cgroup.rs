@@ -310,7 +310,7 @@ impl Cgroup {
             if Instant::now() > deadline {
                 return Err(SysError::Invalid(format!("processes {pids:?} survived SIGKILL for 10 s")));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -324,7 +324,7 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(1));
+                        std::thread::sleep(Duration::from_micros(100));
                     }
                     Err(e) => return Err(SysError::io(format!("removing cgroup {}", d.display()), e)),
                 }

@@ -841,14 +841,16 @@ pub async fn freeze<B: Backend>(h: &Harness<B>) {
     let s = env.running("alice").await;
     if !env.backend().capabilities().freeze {
         let r = guard("freeze", OP_GUARD, env.backend().freeze(&s, true)).await;
-        assert!(matches!(r, Err(warren_core::Error::Unsupported(_))), "a backend without freeze must say Unsupported: {r:?}");
+        assert!(
+            matches!(r, Err(warren_core::Error::Unsupported(_))),
+            "a backend without freeze must say Unsupported: {r:?}"
+        );
         println!("freeze: capability is false; Unsupported checked");
         env.finish().await;
         return;
     }
-    let mut hd = env
-        .stream(&s, ExecRequest::new(["sh", "-c", "echo go; while :; do echo x >> ticks; sleep 0.01; done"]))
-        .await;
+    let mut hd =
+        env.stream(&s, ExecRequest::new(["sh", "-c", "echo go; while :; do echo x >> ticks; sleep 0.01; done"])).await;
     let first = next_event(&mut hd).await;
     assert!(matches!(first, Some(ExecEvent::Stdout(_))), "expected output, got {first:?}");
     let mut retry = Retry::new("the writer makes progress before the freeze");

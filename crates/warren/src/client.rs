@@ -1,9 +1,11 @@
 //! The CLI as a client of `warren serve` (`--url` / `WARREN_URL`): the same commands and
 //! output as the local mode, over the REST API. Without `--url` the CLI uses the engine directly.
 //!
-//! Differences, all because of HTTP: `shell` is not available; `exec` sends stdin whole (read to
-//! its end first) and without `--timeout` gets the server's `exec_timeout_secs`; signals are not
-//! forwarded (interrupting the client closes the stream, which kills the command).
+//! Differences: `shell` is not available (it needs a terminal stream over HTTP), nor `snapshot`
+//! yet (the API has the routes; the client does not speak them yet); `exec` sends stdin whole
+//! (read to its end first) and without `--timeout` gets the server's `exec_timeout_secs`;
+//! signals are not forwarded (interrupting the client closes the stream, which kills the
+//! command).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -43,7 +45,8 @@ pub fn run(url: &str, cfg: &Config, config_file: Option<&Path>, cmd: Cmd, json: 
         .build()
         .context("building the HTTP client")?;
     let client = Client { http, base, token };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(client.dispatch(cmd, json))
 }
 
@@ -93,7 +96,10 @@ impl Client {
         let text = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(e) if status == StatusCode::UNAUTHORIZED => {
-                bail!("the server refused the token: {} (set WARREN_TOKEN; on the server host: warren token USER)", e.error.message)
+                bail!(
+                    "the server refused the token: {} (set WARREN_TOKEN; on the server host: warren token USER)",
+                    e.error.message
+                )
             }
             Ok(e) => bail!("{}", e.error.message),
             Err(_) => bail!("{shown}: HTTP {status}: {}", text.trim()),
@@ -303,7 +309,8 @@ impl Client {
         let body = serde_json::to_value(&body).context("encoding the request")?;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).context("the server sent bad base64");
         if json_out {
-            let r: ExecResult = self.get_json(Method::POST, self.ws(&a.user, &["exec"])?, Some(Body::Json(body))).await?;
+            let r: ExecResult =
+                self.get_json(Method::POST, self.ws(&a.user, &["exec"])?, Some(Body::Json(body))).await?;
             print_json(&ExecJson {
                 exit_code: r.exit_code,
                 signal: r.signal,
@@ -383,7 +390,15 @@ fn to_info(w: Workspace) -> Result<WorkspaceInfo> {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as [`Timestamp`] prints it.
 fn parse_timestamp(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
-    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' || b[23] != b'Z' {
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();

@@ -2,6 +2,7 @@
 
 mod client;
 mod serve;
+mod snapshot_cmd;
 mod term;
 mod token;
 mod units;
@@ -29,6 +30,7 @@ Examples:
   warren cat u_123 f
   warren shell u_123
   warren workspace list --json
+  warren snapshot create u_123 snap_001
   warren --backend dir --state-dir /tmp/warren workspace status u_123
 
 State directory: --state-dir, else $WARREN_STATE_DIR, else state_dir in the --config file, else
@@ -77,7 +79,9 @@ README). Without a key source (jwks_url, public_key_file, secret) the server run
 mode with an HS256 secret in {state}/dev-secret.")]
     Serve(serve::ServeArgs),
     /// Print a token the server accepts (development mode or an HS256 secret).
-    #[command(after_help = "Examples:\n  warren token u_123\n  warren token ops --admin --ttl 8h\n  export WARREN_TOKEN=$(warren token u_123)")]
+    #[command(
+        after_help = "Examples:\n  warren token u_123\n  warren token ops --admin --ttl 8h\n  export WARREN_TOKEN=$(warren token u_123)"
+    )]
     Token(token::TokenArgs),
     /// Print the API's OpenAPI document (what docs/openapi.json holds).
     #[command(after_help = "Example:\n  cargo run -p warren -- openapi > docs/openapi.json")]
@@ -85,6 +89,9 @@ mode with an HS256 secret in {state}/dev-secret.")]
     /// Create, start, stop, inspect and destroy workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
+    /// Take, restore, list, delete, pin, export and import snapshots of workspaces.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCmd),
     /// Run a command in a user's workspace (starting it if it is stopped).
     #[command(after_help = "\
 Examples:
@@ -382,6 +389,7 @@ async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
     match cmd {
         Cmd::Serve(_) | Cmd::Token(_) | Cmd::Openapi => bail!("this command does not use the local engine"),
         Cmd::Workspace(w) => workspace(engine, w, json).await,
+        Cmd::Snapshot(s) => snapshot_cmd::run(engine, s, json).await,
         Cmd::Exec(a) => exec(engine, a, json).await,
         Cmd::Shell(a) => shell(engine, a).await,
         Cmd::Ls { user, path } => {

@@ -46,8 +46,7 @@ pub fn parse_core_config(text: &str) -> Result<(Config, bool)> {
 pub fn server_sections(config_file: Option<&Path>) -> Result<(ServerConfig, AuthConfig)> {
     let (mut server, mut auth) = (ServerConfig::default(), AuthConfig::default());
     if let Some(path) = config_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let mut table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
         if let Some(v) = table.remove("server") {
             server = v.try_into().with_context(|| format!("config file {}: the [server] table", path.display()))?;
@@ -114,7 +113,11 @@ fn banner(server: &Server, engine: &Engine, addr: SocketAddr, ttl: Duration) -> 
             let user = UserId::new("u_123").context("user id")?;
             let mint = |u: &UserId, a: bool| auth.mint(u, a, ttl).transpose().map(Option::unwrap_or_default);
             let (admin_token, user_token) = (mint(&admin, true)?, mint(&user, false)?);
-            writeln!(out, "development mode: HS256 tokens signed with {} (configure [auth] for a real identity provider)", secret.display())?;
+            writeln!(
+                out,
+                "development mode: HS256 tokens signed with {} (configure [auth] for a real identity provider)",
+                secret.display()
+            )?;
             if !addr.ip().is_loopback() {
                 writeln!(out, "WARNING: development mode on a non-loopback address: anyone who gets a token can use it; configure [auth]")?;
             }

@@ -303,7 +303,13 @@ impl TestServer {
     }
 
     /// Sends and returns (status, body as JSON or `Value::String` of the text).
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut rb = self.req(method, path, token);
         if let Some(b) = body {
             rb = rb.json(&b);

@@ -1,0 +1,396 @@
+//! The real `warren serve` process on an ephemeral port, the CLI as its client (`--url`), and
+//! `warren token`. The dir backend always; the ns backend when this host can run it.
+//!
+//! Uids of this file: 2_750_000 + 1000 per test.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const UID_BASE: u32 = 2_750_000;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    state: PathBuf,
+    config: PathBuf,
+    backend: &'static str,
+}
+
+impl Env {
+    fn new(slot: u32, backend: &'static str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
+        let config = tmp.path().join("warren.toml");
+        let text = format!(
+            "uid_base = {}\nuid_count = 1000\n\n[server]\nrate_limit_rps = 1000\n\n[auth]\nleeway_secs = 5\n",
+            UID_BASE + slot * 1000
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self { state: tmp.path().join("state"), config, backend, _tmp: tmp }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).arg("--backend").arg(self.backend);
+        c.args(args);
+        for v in ["WARREN_LOG", "WARREN_BACKEND", "WARREN_STATE_DIR", "WARREN_URL", "WARREN_TOKEN", "WARREN_LISTEN"] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().expect("run warren")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "warren {args:?}: {}", show(&out));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Starts `warren serve` on an ephemeral port; returns it and what it printed up to the API line.
+    fn serve(&self) -> Served {
+        let mut child = self
+            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start warren serve");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("banner line");
+            let done = line.starts_with("API: ");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        let url = banner
+            .first()
+            .and_then(|l| l.strip_prefix("warren listening on "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no listening line in {banner:?}"))
+            .to_owned();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Served { child, url, banner }
+    }
+}
+
+struct Served {
+    child: Child,
+    url: String,
+    banner: Vec<String>,
+}
+
+impl Served {
+    fn token_of(&self, prefix: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", self.banner))
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::new()
+}
+
+#[test]
+fn serve_prints_where_it_listens_and_working_dev_tokens() {
+    let env = Env::new(0, "dir");
+    let served = env.serve();
+    assert!(served.url.starts_with("http://127.0.0.1:"), "{:?}", served.banner);
+    let user = served.token_of("token of user u_123 (24h): ");
+    let admin = served.token_of("admin token (24h):         ");
+    assert!(
+        served.banner.iter().any(|l| l.contains("curl -s -X POST") && l.contains("/snapshot/create")),
+        "{:?}",
+        served.banner
+    );
+    let who = |t: &str| -> Value {
+        http().get(format!("{}/v1/whoami", served.url)).bearer_auth(t).send().expect("whoami").json().expect("json")
+    };
+    assert_eq!(who(&user), json!({ "user": "u_123", "admin": false }));
+    assert_eq!(who(&admin)["admin"], json!(true));
+    // The seed's flow with the printed token: create the workspace, then the seed route.
+    let r = http().post(format!("{}/v1/workspaces", served.url)).bearer_auth(&user).send().expect("create");
+    assert_eq!(r.status().as_u16(), 201);
+    let r = http()
+        .post(format!("{}/snapshot/create", served.url))
+        .bearer_auth(&user)
+        .body(r#"{"user_id":"u_123"}"#)
+        .send()
+        .expect("seed");
+    assert_eq!(r.status().as_u16(), 200);
+    let created: Value = r.json().expect("json");
+    let id = created["snapshot_id"].as_str().expect("snapshot_id").to_owned();
+    let list: Value = http()
+        .get(format!("{}/snapshot/list/u_123", served.url))
+        .bearer_auth(&user)
+        .send()
+        .expect("list")
+        .json()
+        .expect("json");
+    assert_eq!(list["snapshots"][0]["id"].as_str(), Some(id.as_str()), "{list}");
+    let r = http()
+        .post(format!("{}/snapshot/restore", served.url))
+        .bearer_auth(&user)
+        .body(format!(r#"{{"user_id":"u_123","snapshot_id":"{id}"}}"#))
+        .send()
+        .expect("restore");
+    assert_eq!(r.status().as_u16(), 200);
+    // warren token mints tokens the server accepts.
+    let t = env.ok(&["token", "u_minted", "--ttl", "10m"]);
+    assert_eq!(who(t.trim()), json!({ "user": "u_minted", "admin": false }));
+    let t = env.ok(&["token", "ops", "--admin"]);
+    assert_eq!(who(t.trim())["admin"], json!(true));
+    let status = served.stop();
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+}
+
+#[test]
+fn the_cli_is_the_same_over_url() {
+    let env = Env::new(1, "dir");
+    let served = env.serve();
+    let url = served.url.clone();
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let r = remote(&["workspace", "create", "u_cli", "--memory", "1G", "--cpus", "unlimited"]);
+    assert!(r.status.success(), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stdout).starts_with("created workspace ws_"), "{}", show(&r));
+    let r = remote(&["exec", "u_cli", "--", "sh", "-c", "echo out; echo err >&2; mkdir -p d; echo hi > d/f; exit 42"]);
+    assert_eq!(r.status.code(), Some(42), "{}", show(&r));
+    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    // The same answers as the local engine on the same state directory.
+    for args in [
+        &["--json", "workspace", "status", "u_cli"][..],
+        &["workspace", "status", "u_cli"],
+        &["--json", "workspace", "list"],
+        &["ls", "u_cli", "d"],
+        &["--json", "ls", "u_cli"],
+        &["cat", "u_cli", "d/f"],
+    ] {
+        let local = env.run(args);
+        let over = remote(args);
+        assert!(local.status.success(), "{}", show(&local));
+        assert_eq!(
+            String::from_utf8_lossy(&over.stdout),
+            String::from_utf8_lossy(&local.stdout),
+            "{args:?} differs over --url: {}",
+            show(&over)
+        );
+    }
+    let mut child = env
+        .cmd(&["--url", &url, "exec", "u_cli", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"piped\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.stdout, b"PIPED\n");
+    let r = remote(&["exec", "u_cli", "--timeout", "500ms", "--", "sleep", "60"]);
+    assert_eq!(r.status.code(), Some(124), "{}", show(&r));
+    let r = remote(&["--json", "exec", "u_cli", "--", "sh", "-c", "printf x; exit 3"]);
+    assert_eq!(r.status.code(), Some(3));
+    let j: Value = serde_json::from_slice(&r.stdout).expect("json");
+    assert_eq!((j["stdout"].as_str(), j["exit_code"].as_i64()), (Some("x"), Some(3)));
+    // Errors: the server's message, exit code 1.
+    let r = remote(&["cat", "u_cli", "nope"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not found"), "{}", show(&r));
+    // A user token cannot reach another user's workspace.
+    let user_token = env.ok(&["token", "u_other"]);
+    let r =
+        env.cmd(&["--url", &url, "cat", "u_cli", "d/f"]).env("WARREN_TOKEN", user_token.trim()).output().expect("run");
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("only act on their own workspace"), "{}", show(&r));
+    let r = env.cmd(&["--url", &url, "workspace", "list"]).env("WARREN_TOKEN", "garbage").output().expect("run");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("refused the token"), "{}", show(&r));
+    let r = remote(&["rm", "u_cli", "d", "-r"]);
+    assert!(r.status.success(), "{}", show(&r));
+    let r = remote(&["workspace", "destroy", "u_cli"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "destroyed the workspace of u_cli\n");
+    // Without a server there, a clear error.
+    served.stop();
+    let r = remote(&["workspace", "list"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot reach the warren server"), "{}", show(&r));
+}
+
+#[test]
+fn seed_container_settings_are_validated_and_said_to_have_no_effect() {
+    let env = Env::new(2, "dir");
+    let out = env
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env("MAX_CONTAINERS", "zero")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MAX_CONTAINERS"), "{}", show(&out));
+    let out = env.cmd(&["serve"]).env("CONTAINER_IMAGE", "not an image").stdin(Stdio::null()).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONTAINER_IMAGE"), "{}", show(&out));
+}
+
+/// The ns backend through the server: isolation holds and the workspace outlives a restart.
+#[test]
+fn ns_workspaces_through_the_server_survive_a_restart() {
+    if let Err(why) = warren_backend_ns::NsBackend::probe() {
+        eprintln!("skipped: the ns backend cannot run here: {why}");
+        return;
+    }
+    let env = Env::new(3, "ns");
+    let served = env.serve();
+    let token = served.token_of("token of user u_123 (24h): ");
+    let url = served.url.clone();
+    let c = http();
+    let r = c.post(format!("{url}/v1/workspaces")).bearer_auth(&token).send().expect("create");
+    assert_eq!(r.status().as_u16(), 201);
+    let w: Value = r.json().expect("json");
+    assert_eq!(w["backend"], json!("ns"));
+    let exec = |argv: Value| -> Value {
+        let r = c
+            .post(format!("{url}/v1/workspaces/me/exec"))
+            .bearer_auth(&token)
+            .json(&json!({ "argv": argv }))
+            .send()
+            .expect("exec");
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().expect("json")
+    };
+    let r = exec(json!(["sh", "-c", "echo $$ > pid; setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > bg; env; cat /proc/self/environ; cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]));
+    let out = r["stdout"].as_str().expect("stdout");
+    assert!(out.contains("WARREN_USER=u_123"), "{out}");
+    let sig = token.rsplit('.').next().expect("sig");
+    assert!(!out.contains(sig) && !out.contains("Bearer"), "the token is visible inside the workspace: {out}");
+    // Its own pid namespace: the shell's pid is small.
+    let pid: u32 = exec(json!(["cat", "pid"]))["stdout"].as_str().expect("pid").trim().parse().expect("pid");
+    assert!(pid < 100, "pid {pid} is from the workspace's own pid namespace");
+    let exec_stream = c
+        .post(format!("{url}/v1/workspaces/me/exec/stream"))
+        .bearer_auth(&token)
+        .json(&json!({ "argv": ["sh", "-c", "echo one; echo two >&2"] }))
+        .send()
+        .expect("stream")
+        .text()
+        .expect("text");
+    assert!(exec_stream.contains(r#"{"type":"stdout","data":"one\n"}"#), "{exec_stream}");
+    assert!(exec_stream.lines().last().is_some_and(|l| l.contains(r#""type":"exit""#)), "{exec_stream}");
+    assert!(served.stop().success());
+    // The workspace keeps running without the server, and the next server adopts it.
+    let served = env.serve();
+    let token = served.token_of("token of user u_123 (24h): ");
+    let w: Value = c
+        .get(format!("{}/v1/workspaces/me", served.url))
+        .bearer_auth(&token)
+        .send()
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(w["state"], json!("running"), "{w}");
+    let r: Value = c
+        .post(format!("{}/v1/workspaces/me/exec", served.url))
+        .bearer_auth(&token)
+        .json(&json!({ "argv": ["sh", "-c", "kill -0 $(cat bg) && echo alive"] }))
+        .send()
+        .expect("exec")
+        .json()
+        .expect("json");
+    assert_eq!(r["stdout"], json!("alive\n"), "a process started before the restart still runs: {r}");
+    let r = c.delete(format!("{}/v1/workspaces/me", served.url)).bearer_auth(&token).send().expect("destroy");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(served.stop().success());
+}
+
+/// Files and trees through the server on the ns backend land owned by the workspace's user.
+#[test]
+fn ns_files_and_archives_through_the_server() {
+    if let Err(why) = warren_backend_ns::NsBackend::probe() {
+        eprintln!("skipped: the ns backend cannot run here: {why}");
+        return;
+    }
+    let env = Env::new(4, "ns");
+    let served = env.serve();
+    let token = served.token_of("token of user u_123 (24h): ");
+    let url = served.url.clone();
+    let c = http();
+    assert_eq!(
+        c.post(format!("{url}/v1/workspaces")).bearer_auth(&token).send().expect("create").status().as_u16(),
+        201
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o640);
+    h.set_size(5);
+    b.append_data(&mut h, "src/main.txt", &b"hello"[..]).expect("entry");
+    let tarball = b.into_inner().expect("tar");
+    let r = c
+        .put(format!("{url}/v1/workspaces/me/archive?path=proj"))
+        .bearer_auth(&token)
+        .body(tarball)
+        .send()
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    let r: Value = c
+        .post(format!("{url}/v1/workspaces/me/exec"))
+        .bearer_auth(&token)
+        .json(&json!({ "argv": ["sh", "-c", "stat -c '%U %a' proj/src/main.txt; cat proj/src/main.txt; echo made > proj/out.txt"] }))
+        .send()
+        .expect("exec")
+        .json()
+        .expect("json");
+    assert_eq!(r["stdout"], json!("u_123 640\nhello"), "{r}");
+    let bytes = c
+        .get(format!("{url}/v1/workspaces/me/archive?path=proj"))
+        .bearer_auth(&token)
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("tar");
+    let mut names: Vec<String> = tar::Archive::new(&bytes[..])
+        .entries()
+        .expect("entries")
+        .map(|e| e.expect("entry").path().expect("path").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out.txt", "src", "src/main.txt"]);
+    let r = c.get(format!("{url}/v1/workspaces/me/files/proj/out.txt")).bearer_auth(&token).send().expect("get");
+    assert_eq!(r.bytes().expect("body").as_ref(), b"made\n");
+    c.delete(format!("{url}/v1/workspaces/me")).bearer_auth(&token).send().expect("destroy");
+    assert!(served.stop().success());
+}
