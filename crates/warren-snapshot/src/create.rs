@@ -451,7 +451,7 @@ impl<W: Write> Walker<'_, W> {
             }
         }
         if let Some(p) = self.progress {
-            if self.stats.entry_count % 1024 == 0 {
+            if self.stats.entry_count.is_multiple_of(1024) {
                 p(Progress { entries: self.stats.entry_count, bytes: self.stats.unpacked_bytes, total_bytes: None });
             }
         }

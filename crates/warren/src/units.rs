@@ -132,7 +132,7 @@ pub fn format_size(bytes: u64) -> String {
         let size = 1u64 << shift;
         if bytes >= size {
             let tenths = (u128::from(bytes) * 10 / u128::from(size)) as u64;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{}{unit}", tenths / 10)
             } else {
                 format!("{}.{}{unit}", tenths / 10, tenths % 10)

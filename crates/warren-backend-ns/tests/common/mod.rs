@@ -63,7 +63,9 @@ impl Env {
         let uid = uid(n);
         let spec = WorkspaceSpec {
             id: WorkspaceId::generate(),
-            username: user.linux_username(),
+            // The account is named after the test's role ("attacker", "victim") so paths read
+            // plainly; the engine derives real names with `UserId::linux_username`.
+            username: user.as_str().to_owned(),
             user,
             uid,
             gid: uid,
