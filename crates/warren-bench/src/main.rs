@@ -5,6 +5,7 @@
 
 mod peers;
 mod report;
+mod snapshot;
 mod stats;
 mod warren;
 
@@ -23,9 +24,10 @@ const USAGE: &str = "\
 usage: warren-bench [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH] [--state-dir DIR] [--strict]
 
 Times warren's backends (ns, dir) and peers (bare echo, unshare, bwrap, runc, docker) in one run,
-prints a markdown table and writes JSON. Needs root.
+and warren's snapshot create/restore beside tar | zstd on a generated workspace; prints a markdown
+table and writes JSON. Needs root.
 
-  --iterations N   timed iterations per row (default 200)
+  --iterations N   timed iterations per row (default 200; snapshot rows: at most 5, 1 warm-up)
   --warmup N       untimed iterations first (default 5)
   --rows LIST      only rows with a word starting with one of these comma-separated words
                    (e.g. ns,bwrap; 'ns exec' as a phrase)
@@ -292,7 +294,14 @@ fn run(args: &Args) -> Result<bool, String> {
             outcome,
             peers: w.peers.to_vec(),
             target_p50_ms: w.target_p50_ms,
+            target_speedup: None,
+            sizes: None,
         });
+    }
+
+    // Snapshot rows (their peers come with them: same workspace, interleaved iterations).
+    if selected(&args.rows, snapshot::CREATE) || selected(&args.rows, snapshot::RESTORE) {
+        rows.extend(snapshot::rows(args.warmup.min(1), args.iterations.min(5)));
     }
 
     // The peers.
@@ -335,6 +344,8 @@ fn run(args: &Args) -> Result<bool, String> {
             outcome,
             peers: vec![],
             target_p50_ms: None,
+            target_speedup: None,
+            sizes: None,
         });
     }
     drop(files);

@@ -37,7 +37,30 @@ pub struct Row {
     pub peers: Vec<&'static str>,
     /// Target for the p50, ms.
     pub target_p50_ms: Option<f64>,
+    /// Target for the ratio peer p50 / warren p50 (warren this many times faster).
+    pub target_speedup: Option<f64>,
+    /// Bytes in and out, for rows that compress.
+    pub sizes: Option<Sizes>,
 }
+
+/// What a compressing row read and wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// Bytes of the files archived.
+    pub input_bytes: u64,
+    /// Bytes of the archive.
+    pub output_bytes: u64,
+}
+
+impl Sizes {
+    /// Input / output.
+    pub fn ratio(self) -> f64 {
+        self.input_bytes as f64 / self.output_bytes.max(1) as f64
+    }
+}
+
+/// An archive this much larger than the peer's still counts as "the same compression".
+const SAME_SIZE: f64 = 1.01;
 
 /// The machine the run was on.
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +126,15 @@ pub struct RowReport {
     /// Target for the p50, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_p50_ms: Option<f64>,
+    /// Target for the ratio (peer/warren).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_speedup: Option<f64>,
+    /// Bytes archived and archive size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Sizes>,
+    /// The peer's bytes archived and archive size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_sizes: Option<Sizes>,
     /// `PASS` or `MISS` against the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'static str>,
@@ -175,10 +207,24 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             (Some((_, pp)), Some(s)) if s.p50_ms > 0.0 => Some(pp / s.p50_ms),
             _ => None,
         };
-        let result = r.target_p50_ms.map(|t| match &summary {
-            Some(s) if s.p50_ms <= t => "PASS",
-            _ => "MISS",
+        let peer_sizes = peer.as_ref().and_then(|(name, _)| {
+            rows.iter().find(|p| p.kind == RowKind::Peer && &p.name == name).and_then(|p| p.sizes)
         });
+        let compression_ok = match (r.sizes, peer_sizes) {
+            (Some(a), Some(b)) => a.output_bytes as f64 <= b.output_bytes as f64 * SAME_SIZE,
+            _ => true,
+        };
+        let result = match (r.target_p50_ms, r.target_speedup) {
+            (Some(t), _) => Some(match &summary {
+                Some(s) if s.p50_ms <= t => "PASS",
+                _ => "MISS",
+            }),
+            (None, Some(t)) => Some(match ratio {
+                Some(x) if x >= t && compression_ok => "PASS",
+                _ => "MISS",
+            }),
+            (None, None) => None,
+        };
         if status == "error" && r.kind == RowKind::Warren || result == Some("MISS") {
             clean = false;
         }
@@ -195,6 +241,9 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             peer_p50_ms: peer.map(|(_, v)| v),
             ratio,
             target_p50_ms: r.target_p50_ms,
+            target_speedup: r.target_speedup,
+            sizes: r.sizes,
+            peer_sizes,
             result,
             samples_us,
         });
@@ -229,7 +278,11 @@ pub fn markdown(rep: &Report) -> String {
         let peer = r.peer.clone().unwrap_or_else(dash);
         let peer_p50 = r.peer_p50_ms.map(fmt_ms).unwrap_or_else(dash);
         let ratio = r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(dash);
-        let target = r.target_p50_ms.map(|t| format!("<= {t} ms")).unwrap_or_else(dash);
+        let target = match (r.target_p50_ms, r.target_speedup) {
+            (Some(t), _) => format!("<= {t} ms"),
+            (None, Some(t)) => format!(">= {t}x, same or better compression"),
+            (None, None) => dash(),
+        };
         let result = r.result.unwrap_or("-");
         s.push_str(&format!(
             "| {name} | {p50} | {p99} | {mean} | {peer} | {peer_p50} | {ratio} | {target} | {result} |\n"
@@ -242,6 +295,27 @@ pub fn markdown(rep: &Report) -> String {
             .filter_map(|k| r.steps.get(*k).map(|x| format!("{k} {}", fmt_ms(x.p50_ms))))
             .collect::<Vec<_>>();
         notes.push(format!("- {} p50 by step: {}", r.name, parts.join(", ")));
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    for r in rep.rows.iter().filter(|r| r.sizes.is_some()) {
+        let Some(s) = r.sizes else { continue };
+        let mut line = format!(
+            "- {}: {:.1} MiB archive of {:.1} MiB of files (compression ratio {:.2})",
+            r.name,
+            mib(s.output_bytes),
+            mib(s.input_bytes),
+            s.ratio()
+        );
+        if let (Some(p), Some(name)) = (r.peer_sizes, &r.peer) {
+            line.push_str(&format!(
+                "; {name}: {:.1} MiB (ratio {:.2}); warren's archive is {:.1}% {} the peer's",
+                mib(p.output_bytes),
+                p.ratio(),
+                (s.output_bytes as f64 / p.output_bytes.max(1) as f64 - 1.0).abs() * 100.0,
+                if s.output_bytes <= p.output_bytes { "smaller than" } else { "larger than" }
+            ));
+        }
+        notes.push(line);
     }
     for r in rep.rows.iter().filter(|r| r.kind == RowKind::Peer) {
         let v = r.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
@@ -298,6 +372,8 @@ mod tests {
                 outcome: Ok(samples(&[2, 2, 4])),
                 peers: vec!["runc run", "bwrap"],
                 target_p50_ms: Some(5.0),
+                target_speedup: None,
+                sizes: None,
             },
             Row {
                 name: "ns exec".into(),
@@ -307,6 +383,8 @@ mod tests {
                 outcome: Err(Unavailable::Error("boom | bang".into())),
                 peers: vec!["bwrap"],
                 target_p50_ms: Some(1.5),
+                target_speedup: None,
+                sizes: None,
             },
             Row {
                 name: "runc run".into(),
@@ -316,6 +394,8 @@ mod tests {
                 outcome: Err(Unavailable::Skipped("not installed".into())),
                 peers: vec![],
                 target_p50_ms: None,
+                target_speedup: None,
+                sizes: None,
             },
             Row {
                 name: "bwrap".into(),
@@ -325,6 +405,8 @@ mod tests {
                 outcome: Ok(samples(&[6, 6, 6])),
                 peers: vec![],
                 target_p50_ms: None,
+                target_speedup: None,
+                sizes: None,
             },
         ];
         let rep = build(&rows, host(), 3, 0, UNIX_EPOCH);
@@ -346,5 +428,34 @@ mod tests {
         assert!(md.contains("| peer: runc run | skipped: not installed |"), "{md}");
         let json = serde_json::to_value(&rep).expect("serialises");
         assert_eq!(json["rows"][2]["status"], "skipped");
+    }
+
+    #[test]
+    fn speedup_targets_need_the_speed_and_the_compression() {
+        let row = |name: &str, kind, ms: &[u64], peers: Vec<&'static str>, target, out: u64| Row {
+            name: name.into(),
+            kind,
+            command: "c".into(),
+            version: None,
+            outcome: Ok(samples(ms)),
+            peers,
+            target_p50_ms: None,
+            target_speedup: target,
+            sizes: Some(Sizes { input_bytes: 1000, output_bytes: out }),
+        };
+        let rows = vec![
+            row("snapshot create", RowKind::Warren, &[10, 10, 10], vec!["tar"], Some(1.2), 300),
+            row("slow", RowKind::Warren, &[11, 11, 11], vec!["tar"], Some(1.2), 300),
+            row("big", RowKind::Warren, &[5, 5, 5], vec!["tar"], Some(1.2), 310),
+            row("tar", RowKind::Peer, &[13, 13, 13], vec![], None, 305),
+        ];
+        let rep = build(&rows, host(), 3, 0, UNIX_EPOCH);
+        assert_eq!(rep.rows[0].result, Some("PASS"), "1.3x and a smaller archive");
+        assert_eq!(rep.rows[1].result, Some("MISS"), "1.18x is below 1.2x");
+        assert_eq!(rep.rows[2].result, Some("MISS"), "fast, but the archive is 1.6% larger");
+        assert_eq!(rep.rows[0].peer_sizes, Some(Sizes { input_bytes: 1000, output_bytes: 305 }));
+        let md = markdown(&rep);
+        assert!(md.contains("| >= 1.2x, same or better compression | PASS |"), "{md}");
+        assert!(md.contains("- snapshot create: 0.0 MiB archive of 0.0 MiB of files (compression ratio 3.33); tar: 0.0 MiB (ratio 3.28); warren's archive is 1.6% smaller than the peer's"), "{md}");
     }
 }
