@@ -66,6 +66,18 @@ fn run_helper(args: Vec<OsString>) -> Result<(), String> {
     listener.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
+    if cfg.userns {
+        // After entering the namespace this process is the host's `nobody`, which may traverse
+        // (not list) the run directory to reach the mount point made for it here.
+        use std::os::unix::fs::PermissionsExt;
+        let root = cfg.run_dir.join("root");
+        std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+        for (d, mode) in [(&cfg.run_dir, 0o711), (&root, 0o755)] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", d.display()))?;
+        }
+        enter_user_namespace(&cfg)?;
+    }
     // Only the pid namespace is unshared here (it applies to the child we fork next); the child
     // unshares the rest itself, so this helper keeps the host's view of / and /proc.
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
@@ -99,6 +111,50 @@ fn run_helper(args: Vec<OsString>) -> Result<(), String> {
             let start_time = warren_sys::proc::stat(pid).ok_or("the workspace init vanished after set-up")?.start_time;
             let report = serde_json::to_string(&InitReport { pid, start_time }).map_err(|e| e.to_string())?;
             println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+/// Moves the helper into a new user namespace owned by it, with the workspace's uid and gid
+/// mapped to themselves and the namespace's root mapped to the host's `nobody`; then becomes
+/// that root (full capabilities inside the namespace, none outside). The maps are written by a
+/// forked child still in the host namespace (a process cannot map ids of its own namespace).
+fn enter_user_namespace(cfg: &InitConfig) -> Result<(), String> {
+    use nix::unistd::{getppid, setresgid, setresuid, Gid, Uid};
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    match warren_sys::ns::fork_single_threaded().map_err(|e| e.to_string())? {
+        ForkResult::Child => {
+            drop(go_w);
+            drop(done_r);
+            let mut b = [0u8; 1];
+            let _ = std::fs::File::from(go_r).read(&mut b);
+            let proc_dir = Path::new("/proc").join(getppid().as_raw().to_string());
+            let root = crate::proto::USERNS_ROOT_HOST_ID;
+            let r = std::fs::write(proc_dir.join("uid_map"), format!("0 {root} 1\n{u} {u} 1\n", u = cfg.uid))
+                .and_then(|()| std::fs::write(proc_dir.join("gid_map"), format!("0 {root} 1\n{g} {g} 1\n", g = cfg.gid)));
+            let msg = match r {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("writing the user namespace's id maps: {e}"),
+            };
+            let _ = std::fs::File::from(done_w).write_all(msg.as_bytes());
+            warren_sys::ns::exit_now(0)
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(done_w);
+            let res = unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"));
+            let _ = std::fs::File::from(go_w).write_all(b"g");
+            let mut msg = String::new();
+            let _ = std::fs::File::from(done_r).read_to_string(&mut msg);
+            let _ = waitpid(child, None);
+            res?;
+            if msg != "ok" {
+                return Err(if msg.is_empty() { "the id-map writer died".into() } else { msg });
+            }
+            setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
+            setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
             Ok(())
         }
     }

@@ -82,6 +82,16 @@ struct InitRecord {
 pub struct NsBackend {
     state_dir: PathBuf,
     helper: HelperCmd,
+    userns: bool,
+}
+
+/// Whether this kernel lets warren give each workspace its own user namespace.
+pub fn userns_supported() -> bool {
+    Path::new("/proc/self/ns/user").exists()
+        && std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 const TMP_BYTES: u64 = 256 << 20;
@@ -102,9 +112,25 @@ impl NsBackend {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
         }
-        std::fs::set_permissions(state_dir.join("run"), std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("chmod run dir", e))?;
-        Ok(Self { state_dir: state_dir.to_owned(), helper })
+        // 0711: with user namespaces the init runs as the host's `nobody` while it mounts its root
+        // and must traverse these (never list them); control sockets inside are root-only (0600).
+        for d in [state_dir.join("run"), state_dir.join("run/ns")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
+        }
+        Ok(Self { state_dir: state_dir.to_owned(), helper, userns: userns_supported() && std::env::var_os("WARREN_NS_USERNS").is_none_or(|v| v != "0") })
+    }
+
+    /// Turns user namespaces on or off (default: on where the kernel allows them; the
+    /// `WARREN_NS_USERNS=0` environment variable turns them off).
+    pub fn with_userns(mut self, on: bool) -> Self {
+        self.userns = on;
+        self
+    }
+
+    /// Whether workspaces get their own user namespace.
+    pub fn userns(&self) -> bool {
+        self.userns
     }
 
     /// Whether this host can run the backend; `Err` says why not.
@@ -226,6 +252,7 @@ impl NsBackend {
             nproc: l.pids.map(u64::from),
             fsize: l.disk_bytes,
             tmp_bytes: l.memory_bytes.map_or(TMP_BYTES, |m| m.min(TMP_BYTES)),
+            userns: self.userns,
         };
         let json = serde_json::to_string(&cfg).map_err(|e| Error::Internal(e.to_string()))?;
         // The config goes in on stdin, not argv: a workspace can read its init's /proc/1/cmdline.

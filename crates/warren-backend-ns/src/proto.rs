@@ -36,7 +36,14 @@ pub struct InitConfig {
     pub fsize: Option<u64>,
     /// Size of `/tmp` (tmpfs), bytes.
     pub tmp_bytes: u64,
+    /// Put the workspace in its own user namespace: the workspace uid and gid map to themselves,
+    /// the namespace's root maps to the host's `nobody` (65534), nothing else is mapped.
+    #[serde(default)]
+    pub userns: bool,
 }
+
+/// Host uid/gid the root of a workspace's user namespace maps to (`nobody`/`nogroup`).
+pub const USERNS_ROOT_HOST_ID: u32 = 65534;
 
 /// What the helper prints when the init is ready.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]

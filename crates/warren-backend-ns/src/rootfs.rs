@@ -106,7 +106,10 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let root = cfg.run_dir.join("root");
-    mkdir(&root, 0o700)?;
+    if !cfg.userns {
+        // With a user namespace the helper made it (as host root) before entering the namespace.
+        mkdir(&root, 0o700)?;
+    }
     m(
         Some(Path::new("tmpfs")),
         &root,
@@ -185,7 +188,8 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
         &dev.join("pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        // In a user namespace gid 5 (tty) is not mapped: terminals then belong to the user's group.
+        Some(if cfg.userns { "newinstance,ptmxmode=0666,mode=0620" } else { "newinstance,ptmxmode=0666,mode=0620,gid=5" }),
     )?;
     symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| format!("linking /dev/ptmx: {e}"))?;
     mkdir(&dev.join("shm"), 0o1777)?;

@@ -31,7 +31,7 @@ async fn smoke() {
     b.create(&spec).await.expect("create");
     let st = b.start(&spec).await.expect("start");
     eprintln!("{st:?}");
-    let out = b.exec(&spec, ExecRequest::new(["sh", "-c", "id; hostname; pwd; ls /; cat /proc/self/status | grep -E 'Cap|Seccomp|NoNewPrivs'; ip addr 2>&1 | head -5; echo err >&2; exit 3"])).await.expect("exec");
+    let out = b.exec(&spec, ExecRequest::new(["sh", "-c", "id; hostname; pwd; ls /; cat /proc/self/status | grep -E 'Cap|Seccomp|NoNewPrivs'; cat /proc/self/uid_map; readlink /proc/self/ns/user; ls -ln /usr/bin/su; ip addr 2>&1 | head -5; echo err >&2; exit 3"])).await.expect("exec");
     eprintln!(
         "code={} stdout=\n{}\nstderr=\n{}",
         out.exit_code,
