@@ -6,6 +6,7 @@
 //! * [`backend`]: the one [`Backend`] trait every isolation backend implements, and its types.
 //! * [`config`]: configuration types shared by the engine, server and CLI.
 //! * [`error`]: the error enum all of the above return.
+//! * [`time`]: timestamps (milliseconds since the epoch, RFC 3339 on the wire).
 
 pub mod backend;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fs;
 pub mod id;
 pub mod path;
+pub mod time;
 
 pub use backend::{
     Backend, BackendKind, Capabilities, ExecControl, ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus,
