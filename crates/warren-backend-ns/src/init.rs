@@ -132,8 +132,9 @@ fn enter_user_namespace(cfg: &InitConfig) -> Result<(), String> {
             let _ = std::fs::File::from(go_r).read(&mut b);
             let proc_dir = Path::new("/proc").join(getppid().as_raw().to_string());
             let root = crate::proto::USERNS_ROOT_HOST_ID;
-            let r = std::fs::write(proc_dir.join("uid_map"), format!("0 {root} 1\n{u} {u} 1\n", u = cfg.uid))
-                .and_then(|()| std::fs::write(proc_dir.join("gid_map"), format!("0 {root} 1\n{g} {g} 1\n", g = cfg.gid)));
+            let r = std::fs::write(proc_dir.join("uid_map"), format!("0 {root} 1\n{u} {u} 1\n", u = cfg.uid)).and_then(
+                |()| std::fs::write(proc_dir.join("gid_map"), format!("0 {root} 1\n{g} {g} 1\n", g = cfg.gid)),
+            );
             let msg = match r {
                 Ok(()) => "ok".to_owned(),
                 Err(e) => format!("writing the user namespace's id maps: {e}"),
@@ -153,8 +154,10 @@ fn enter_user_namespace(cfg: &InitConfig) -> Result<(), String> {
             if msg != "ok" {
                 return Err(if msg.is_empty() { "the id-map writer died".into() } else { msg });
             }
-            setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
-            setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
+            setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
+            setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
             Ok(())
         }
     }

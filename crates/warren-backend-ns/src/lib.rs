@@ -118,7 +118,11 @@ impl NsBackend {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
         }
-        Ok(Self { state_dir: state_dir.to_owned(), helper, userns: userns_supported() && std::env::var_os("WARREN_NS_USERNS").is_none_or(|v| v != "0") })
+        Ok(Self {
+            state_dir: state_dir.to_owned(),
+            helper,
+            userns: userns_supported() && std::env::var_os("WARREN_NS_USERNS").is_none_or(|v| v != "0"),
+        })
     }
 
     /// Turns user namespaces on or off (default: on where the kernel allows them; the

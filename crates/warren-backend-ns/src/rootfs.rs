@@ -189,7 +189,11 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         // In a user namespace gid 5 (tty) is not mapped: terminals then belong to the user's group.
-        Some(if cfg.userns { "newinstance,ptmxmode=0666,mode=0620" } else { "newinstance,ptmxmode=0666,mode=0620,gid=5" }),
+        Some(if cfg.userns {
+            "newinstance,ptmxmode=0666,mode=0620"
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        }),
     )?;
     symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| format!("linking /dev/ptmx: {e}"))?;
     mkdir(&dev.join("shm"), 0o1777)?;

@@ -1480,7 +1480,10 @@ async fn attack_root_inside_is_not_host_root() {
     // Positive control: the host's own map does contain host root.
     let host_map = std::fs::read_to_string("/proc/self/uid_map").expect("host map");
     assert!(host_map.split_whitespace().nth(1) == Some("0"), "host map {host_map}");
-    assert!(!text.contains(&host_ns.to_string_lossy().into_owned()), "workspace shares the host user namespace: {text}");
+    assert!(
+        !text.contains(&host_ns.to_string_lossy().into_owned()),
+        "workspace shares the host user namespace: {text}"
+    );
     for line in text.lines().filter(|l| l.split_whitespace().count() == 3) {
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_ne!(f[1], "0", "ATTACK SUCCEEDED: host id 0 is mapped inside: {text}");

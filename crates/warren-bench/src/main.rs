@@ -17,11 +17,13 @@ use std::sync::Arc;
 use peers::{PeerFiles, Unavailable};
 use report::{Row, RowKind};
 use warren_backend_dir::DirBackend;
+use warren_backend_docker::{DockerBackend, DockerOptions};
 use warren_backend_ns::{HelperCmd, NsBackend};
 use warren_core::Backend;
 
 const USAGE: &str = "\
-usage: warren-bench [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH] [--state-dir DIR] [--strict]
+usage: warren-bench [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH] [--state-dir DIR]
+                    [--snapshot-dir DIR] [--strict]
 
 Times warren's backends (ns, dir) and peers (bare echo, unshare, bwrap, runc, docker) in one run,
 and warren's snapshot create/restore beside tar | zstd on a generated workspace; prints a markdown
@@ -33,6 +35,8 @@ table and writes JSON. Needs root.
                    (e.g. ns,bwrap; 'ns exec' as a phrase)
   --json PATH      where to write the JSON (default bench/results/latest.json; the .md beside it)
   --state-dir DIR  warren state directory for the run (default: a fresh temporary one, removed after)
+  --snapshot-dir DIR  where the snapshot rows generate, archive and extract (default: /dev/shm when
+                   it is a tmpfs, else the temporary directory); the table names its file system
   --strict         exit 1 if a row failed or missed its target
 ";
 
@@ -43,6 +47,7 @@ struct Args {
     rows: Vec<String>,
     json: PathBuf,
     state_dir: Option<PathBuf>,
+    snapshot_dir: Option<PathBuf>,
     strict: bool,
 }
 
@@ -54,7 +59,15 @@ fn default_json() -> PathBuf {
 }
 
 fn parse_args(args: Vec<OsString>) -> Result<Args, String> {
-    let mut a = Args { iterations: 200, warmup: 5, rows: vec![], json: default_json(), state_dir: None, strict: false };
+    let mut a = Args {
+        iterations: 200,
+        warmup: 5,
+        rows: vec![],
+        json: default_json(),
+        state_dir: None,
+        snapshot_dir: None,
+        strict: false,
+    };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let arg = arg.into_string().map_err(|a| format!("argument {a:?} is not UTF-8"))?;
@@ -77,6 +90,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Args, String> {
             }
             "--json" => a.json = PathBuf::from(value()?),
             "--state-dir" => a.state_dir = Some(PathBuf::from(value()?)),
+            "--snapshot-dir" => a.snapshot_dir = Some(PathBuf::from(value()?)),
             "--strict" => a.strict = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -96,6 +110,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Args, String> {
 enum Which {
     Ns,
     Dir,
+    Docker,
 }
 
 /// One warren row: what it runs and whom it is compared with.
@@ -147,6 +162,24 @@ const WARREN_ROWS: &[WarrenRow] = &[
         user: "bench_dir_exec",
         uid: 2_999_004,
         peers: &[peers::BARE],
+        target_p50_ms: None,
+    },
+    WarrenRow {
+        name: "docker cold cycle",
+        backend: Which::Docker,
+        cold: true,
+        user: "bench_docker_cold",
+        uid: 2_999_005,
+        peers: &[peers::DOCKER],
+        target_p50_ms: None,
+    },
+    WarrenRow {
+        name: "docker exec",
+        backend: Which::Docker,
+        cold: false,
+        user: "bench_docker_exec",
+        uid: 2_999_006,
+        peers: &[peers::DOCKER_EXEC],
         target_p50_ms: None,
     },
 ];
@@ -243,6 +276,8 @@ fn run(args: &Args) -> Result<bool, String> {
     // Warren's rows.
     let mut ns: Option<Result<Arc<dyn Backend>, String>> = None;
     let mut dir: Option<Result<Arc<dyn Backend>, String>> = None;
+    let mut docker: Option<Result<Arc<dyn Backend>, String>> = None;
+    let mut docker_files = PeerFiles::new()?;
     for w in WARREN_ROWS.iter().filter(|w| selected(&args.rows, w.name)) {
         let backend = match w.backend {
             Which::Ns => ns
@@ -258,6 +293,22 @@ fn run(args: &Args) -> Result<bool, String> {
                 .get_or_insert_with(|| {
                     DirBackend::probe().map_err(|why| format!("the dir backend cannot run here: {why}"))?;
                     let b = DirBackend::new(&state_dir).map_err(|e| format!("opening the dir backend: {e}"))?;
+                    Ok(Arc::new(b) as Arc<dyn Backend>)
+                })
+                .clone(),
+            Which::Docker => docker
+                .get_or_insert_with(|| {
+                    DockerBackend::probe().map_err(|why| {
+                        format!("no docker daemon: {why} (scripts/install-deps --docker installs and starts it)")
+                    })?;
+                    let image = format!("warren-bench-backend:{}", std::process::id());
+                    let rootfs = peers::docker_backend_rootfs(&mut docker_files, &image)
+                        .map_err(|e| format!("preparing the docker backend's image: {e:?}"))?;
+                    let opts = DockerOptions { image: image.clone(), ..DockerOptions::default() };
+                    let b = DockerBackend::with_options(&state_dir, opts)
+                        .map_err(|e| format!("opening the docker backend: {e}"))?;
+                    rt.block_on(warren_backend_docker::image::import_dir(b.docker(), &rootfs, &image))
+                        .map_err(|e| format!("importing the docker backend's image: {e}"))?;
                     Ok(Arc::new(b) as Arc<dyn Backend>)
                 })
                 .clone(),
@@ -301,7 +352,7 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // Snapshot rows (their peers come with them: same workspace, interleaved iterations).
     if selected(&args.rows, snapshot::CREATE) || selected(&args.rows, snapshot::RESTORE) {
-        rows.extend(snapshot::rows(args.warmup.min(1), args.iterations.min(5)));
+        rows.extend(snapshot::rows(args.snapshot_dir.as_deref(), args.warmup.min(1), args.iterations.min(5)));
     }
 
     // The peers.
@@ -322,6 +373,9 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     if wanted(peers::DOCKER) {
         list.push(peers::docker(&mut files));
+    }
+    if wanted(peers::DOCKER_EXEC) {
+        list.push(peers::docker_exec(&mut files));
     }
     for p in list {
         eprintln!("warren-bench: peer {} ({} iterations + {} warm-up)", p.name, args.iterations, args.warmup);

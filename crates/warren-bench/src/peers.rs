@@ -42,12 +42,16 @@ pub const BWRAP: &str = "bwrap";
 pub const RUNC: &str = "runc run";
 /// `docker run --rm` of a busybox image.
 pub const DOCKER: &str = "docker run";
+/// `docker exec` in a running container of a busybox image.
+pub const DOCKER_EXEC: &str = "docker exec";
 
 /// Scratch files of the peers (the busybox bundle, the docker image), removed on drop.
 #[derive(Debug)]
 pub struct PeerFiles {
     dir: tempfile::TempDir,
     docker_image: Option<String>,
+    /// Images and containers made for the docker rows, removed on drop.
+    docker_extra: Vec<(&'static str, String)>,
 }
 
 impl PeerFiles {
@@ -57,12 +61,16 @@ impl PeerFiles {
             .prefix("warren-bench-peers-")
             .tempdir()
             .map_err(|e| format!("creating a scratch directory for the peers: {e}"))?;
-        Ok(Self { dir, docker_image: None })
+        Ok(Self { dir, docker_image: None, docker_extra: Vec::new() })
     }
 }
 
 impl Drop for PeerFiles {
     fn drop(&mut self) {
+        for (what, name) in self.docker_extra.iter().rev() {
+            let cmd: &[&str] = if *what == "container" { &["rm", "--force"] } else { &["rmi", "--force"] };
+            let _ = Command::new("docker").args(cmd).arg(name).output();
+        }
         if let Some(image) = &self.docker_image {
             let _ = Command::new("docker").args(["rmi", "--force", image]).output();
         }
@@ -212,7 +220,8 @@ fn busybox_rootfs(files: &PeerFiles) -> Result<PathBuf, Unavailable> {
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| err("creating the rootfs", e))?;
     std::fs::copy(&busybox, bin.join("busybox")).map_err(|e| err("copying busybox", e))?;
-    for name in ["echo", "sh"] {
+    // sleep: the docker rows keep a container alive with it.
+    for name in ["echo", "sh", "sleep"] {
         std::os::unix::fs::symlink("busybox", bin.join(name)).map_err(|e| err("linking busybox", e))?;
     }
     for d in ["proc", "dev", "sys", "tmp", "etc"] {
@@ -301,6 +310,45 @@ pub fn docker(files: &mut PeerFiles) -> Peer {
     };
     let argv = prepare();
     Peer { name: DOCKER, command, version, argv }
+}
+
+/// The busybox rootfs, for the docker backend's rows to import as their image (`name`, removed on drop).
+pub fn docker_backend_rootfs(files: &mut PeerFiles, name: &str) -> Result<PathBuf, Unavailable> {
+    let rootfs = busybox_rootfs(files)?;
+    files.docker_extra.push(("image", name.to_owned()));
+    Ok(rootfs)
+}
+
+/// `docker exec` of `/bin/echo hi` in a container of the busybox image started once (untimed).
+pub fn docker_exec(files: &mut PeerFiles) -> Peer {
+    let command = "docker exec <running busybox container> /bin/echo hi".to_owned();
+    let base = docker(files);
+    if let Err(e) = base.argv {
+        return Peer { name: DOCKER_EXEC, command, version: base.version, argv: Err(e) };
+    }
+    let (Some(docker), Some(image)) = (which("docker"), files.docker_image.clone()) else {
+        return Peer {
+            name: DOCKER_EXEC,
+            command,
+            version: base.version,
+            argv: Err(Unavailable::Skipped("no image".into())),
+        };
+    };
+    let name = format!("warren-bench-exec-{}", std::process::id());
+    files.docker_extra.push(("container", name.clone()));
+    let started = check(
+        "docker run -d",
+        Command::new(&docker).args(["run", "-d", "--network", "none", "--name", &name, &image, "sleep", "100000"]),
+    );
+    if let Err(e) = started {
+        return Peer { name: DOCKER_EXEC, command, version: base.version, argv: Err(e) };
+    }
+    let argv: Box<dyn Fn(usize) -> Vec<OsString>> = Box::new(move |_| {
+        let mut v = vec![docker.clone().into_os_string()];
+        v.extend(strs(&["exec", &name, "/bin/echo", "hi"]));
+        v
+    });
+    Peer { name: DOCKER_EXEC, command, version: base.version, argv: Ok(argv) }
 }
 
 #[cfg(test)]

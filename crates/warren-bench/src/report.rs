@@ -289,7 +289,17 @@ pub fn markdown(rep: &Report) -> String {
         ));
     }
     let mut notes = Vec::new();
-    for r in rep.rows.iter().filter(|r| !r.steps.is_empty()) {
+    for r in rep.rows.iter().filter(|r| r.steps.contains_key("cpu")) {
+        if let (Some(c), Some(t)) = (r.steps.get("cpu"), &r.summary) {
+            notes.push(format!(
+                "- {}: CPU time (user + system, every thread and process) p50 {}, {:.2} cores busy on average",
+                r.name,
+                fmt_ms(c.p50_ms),
+                c.mean_ms / t.mean_ms.max(1e-9)
+            ));
+        }
+    }
+    for r in rep.rows.iter().filter(|r| r.steps.keys().any(|k| k != "cpu")) {
         let parts = ["create", "start", "exec", "destroy"]
             .iter()
             .filter_map(|k| r.steps.get(*k).map(|x| format!("{k} {}", fmt_ms(x.p50_ms))))

@@ -13,8 +13,11 @@
 //!   hostile-archive-safe extraction with parallel writes) of that archive, against
 //!   `zstd -dc FILE | tar -x -C DIR`.
 //!
-//! Both sides write into the page cache: warren's real create also fsyncs the archive once and
-//! its real restore syncs the file system once (`syncfs`), which neither side does here.
+//! Neither side makes its output durable: warren's real create also fsyncs the archive once and
+//! its real restore syncs the file system once (`syncfs`), not timed here. The rows run on
+//! `/dev/shm` (tmpfs) by default, `--snapshot-dir` elsewhere: on a disk, writeback and journal
+//! costs of creating tens of thousands of files weigh on both sides alike and can swamp what the
+//! tools themselves do.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -34,10 +37,10 @@ use crate::warren::Samples;
 pub const CREATE: &str = "snapshot create";
 /// Row names.
 pub const RESTORE: &str = "snapshot restore";
-/// The create peer.
-pub const TAR_ZSTD: &str = "tar | zstd -3 -T0";
+/// The create peer (no `|` in a row name: it is a markdown table cell).
+pub const TAR_ZSTD: &str = "tar + zstd -3 -T0";
 /// The restore peer.
-pub const ZSTD_TAR: &str = "zstd -dc | tar -x";
+pub const ZSTD_TAR: &str = "zstd -dc + tar -x";
 
 /// The targets: peer time / warren time.
 const CREATE_TARGET: f64 = 1.2;
@@ -219,6 +222,23 @@ fn sh(script: &str) -> Result<Duration, String> {
     Ok(took)
 }
 
+/// CPU time (user + system) used so far by this process (all its threads) or by its waited-for
+/// children (and theirs).
+fn cpu(who: nix::sys::resource::UsageWho) -> Duration {
+    match nix::sys::resource::getrusage(who) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::new(u64::try_from(t.tv_sec()).unwrap_or(0), u32::try_from(t.tv_usec()).unwrap_or(0) * 1000)
+            };
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+const SELF: nix::sys::resource::UsageWho = nix::sys::resource::UsageWho::RUSAGE_SELF;
+const CHILDREN: nix::sys::resource::UsageWho = nix::sys::resource::UsageWho::RUSAGE_CHILDREN;
+
 fn size_of(p: &Path) -> Result<u64, String> {
     std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("stat {}: {e}", p.display()))
 }
@@ -252,20 +272,24 @@ fn measure(ws: &Path, scratch: &Path, warmup: usize, n: usize) -> Result<Measure
     };
     for i in 0..warmup + n {
         remove(&archive);
-        let t = Instant::now();
+        let (c, t) = (cpu(SELF), Instant::now());
         let f = File::create(&archive).map_err(|e| format!("creating {}: {e}", archive.display()))?;
         let (stats, w) =
             warren_snapshot::write_archive(ws, BufWriter::with_capacity(1 << 20, f), &ArchiveOptions::default())
                 .map_err(|e| format!("warren archive: {e}"))?;
         w.into_inner().map_err(|e| format!("writing the archive: {e}"))?.flush().map_err(|e| e.to_string())?;
-        let took = t.elapsed();
+        let (took, used) = (t.elapsed(), cpu(SELF).saturating_sub(c));
         m.ours_bytes = stats.archive_bytes;
         remove(&peer_archive);
+        let pc = cpu(CHILDREN);
         let peer = sh(&format!("tar -C {} -cf - . | zstd -3 -T0 -q -f -o {}", q(ws), q(&peer_archive)))?;
+        let peer_used = cpu(CHILDREN).saturating_sub(pc);
         m.peer_bytes = size_of(&peer_archive)?;
         if i >= warmup {
             m.create.total.push(took);
+            m.create.steps.entry("cpu").or_default().push(used);
             m.tar_zstd.total.push(peer);
+            m.tar_zstd.steps.entry("cpu").or_default().push(peer_used);
         }
     }
     // Restore: the same archive (warren's) for both, kept in a local snapshot store.
@@ -280,30 +304,64 @@ fn measure(ws: &Path, scratch: &Path, warmup: usize, n: usize) -> Result<Measure
     let eopts = ExtractOptions { sync: false, ..ExtractOptions::default() };
     for i in 0..warmup + n {
         remove(&target);
-        let t = Instant::now();
+        let (c, t) = (cpu(SELF), Instant::now());
         let prepared = snaps.prepare_restore(&user, &id, &target, &eopts).map_err(|e| format!("restore: {e}"))?;
-        let took = t.elapsed();
+        let (took, used) = (t.elapsed(), cpu(SELF).saturating_sub(c));
         if prepared.stats().files != manifest.file_count {
             return Err(format!("restored {} files of {}", prepared.stats().files, manifest.file_count));
         }
         prepared.discard().map_err(|e| e.to_string())?;
         remove(&peer_target);
         std::fs::create_dir(&peer_target).map_err(|e| format!("mkdir: {e}"))?;
+        let pc = cpu(CHILDREN);
         let peer = sh(&format!("zstd -dc {} | tar -x -C {}", q(&stored), q(&peer_target)))?;
+        let peer_used = cpu(CHILDREN).saturating_sub(pc);
         if i >= warmup {
             m.restore.total.push(took);
+            m.restore.steps.entry("cpu").or_default().push(used);
             m.zstd_tar.total.push(peer);
+            m.zstd_tar.steps.entry("cpu").or_default().push(peer_used);
         }
     }
     remove(&peer_target);
     Ok(m)
 }
 
+/// Where the rows work: `dir` if given, else `/dev/shm` when it is a tmpfs (so this machine's
+/// disk writeback does not decide the race: both sides write the same bytes), else the
+/// temporary directory. Returns the directory and its file system's name.
+fn scratch_parent(dir: Option<&Path>) -> (std::path::PathBuf, String) {
+    let fs_of = |p: &Path| -> String {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        mounts
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                let (_, at, fs) = (f.next()?, f.next()?, f.next()?);
+                canon.starts_with(at).then(|| (at.len(), fs.to_owned()))
+            })
+            .max()
+            .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+    };
+    if let Some(d) = dir {
+        return (d.to_path_buf(), fs_of(d));
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && fs_of(shm) == "tmpfs" {
+        return (shm.to_path_buf(), "tmpfs".to_owned());
+    }
+    let tmp = std::env::temp_dir();
+    let fs = fs_of(&tmp);
+    (tmp, fs)
+}
+
 /// The four rows (two warren, two peers), or the reason none could run in each.
-pub fn rows(warmup: usize, n: usize) -> Vec<Row> {
+pub fn rows(dir: Option<&Path>, warmup: usize, n: usize) -> Vec<Row> {
+    let (parent, fs) = scratch_parent(dir);
     let facts = |w: &Workspace| {
         format!(
-            "{} files, {} MiB{}",
+            "{} files, {} MiB{}, on {fs}",
             w.files,
             w.bytes >> 20,
             if w.git { ", git repository included" } else { ", no git (not installed)" }
@@ -328,7 +386,7 @@ pub fn rows(warmup: usize, n: usize) -> Vec<Row> {
         }
         let scratch = tempfile::Builder::new()
             .prefix("warren-bench-snapshot-")
-            .tempdir()
+            .tempdir_in(&parent)
             .map_err(|e| Unavailable::Error(format!("creating a scratch directory: {e}")))?;
         let ws = scratch.path().join("ws");
         eprintln!("warren-bench: generating the snapshot workspace");
@@ -371,7 +429,7 @@ pub fn rows(warmup: usize, n: usize) -> Vec<Row> {
         mk(
             CREATE,
             RowKind::Warren,
-            format!("archive the workspace ({about}) as warren snapshot create does: parallel reads, zstd -3 on every core, SHA-256; into the page cache"),
+            format!("archive the workspace ({about}) as warren snapshot create does: parallel reads, zstd -3 on every core, SHA-256; no fsync"),
             Ok(m.create),
             vec![TAR_ZSTD],
             Some(CREATE_TARGET),
@@ -380,7 +438,7 @@ pub fn rows(warmup: usize, n: usize) -> Vec<Row> {
         mk(
             RESTORE,
             RowKind::Warren,
-            format!("verify (SHA-256 of the whole archive) and extract it, as warren snapshot restore does before its swap; into the page cache ({about})"),
+            format!("verify (SHA-256 of the whole archive) and extract it, as warren snapshot restore does before its swap; no syncfs ({about})"),
             Ok(m.restore),
             vec![ZSTD_TAR],
             Some(RESTORE_TARGET),

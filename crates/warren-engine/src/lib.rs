@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{field, info, warn, Span};
 use warren_backend_dir::DirBackend;
+use warren_backend_docker::DockerBackend;
 use warren_backend_ns::{HelperCmd, NsBackend};
 use warren_core::backend::blocking;
 use warren_core::config::Config;
@@ -601,10 +602,16 @@ fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind,
                 info!(backend = "ns", "backend auto: picked ns (this host supports namespaces, cgroups and seccomp)");
                 BackendKind::Ns
             }
-            Err(why) => {
-                info!(backend = "dir", reason = %why, "backend auto: picked dir, because the ns backend cannot run here: {why}");
-                BackendKind::Dir
-            }
+            Err(why) => match DockerBackend::probe() {
+                Ok(()) => {
+                    info!(backend = "docker", reason = %why, "backend auto: picked docker, because the ns backend cannot run here ({why}) and a docker daemon answers");
+                    BackendKind::Docker
+                }
+                Err(docker_why) => {
+                    info!(backend = "dir", reason = %why, "backend auto: picked dir, because the ns backend cannot run here: {why}; and no docker daemon: {docker_why}");
+                    BackendKind::Dir
+                }
+            },
         },
         kind => {
             info!(backend = %kind, "backend {kind}, as configured");
@@ -627,7 +634,12 @@ fn open_backend(kind: BackendKind, state: &Path, helper: Option<HelperCmd>) -> R
             Ok(Arc::new(NsBackend::new(state, helper)?))
         }
         BackendKind::Docker => {
-            Err(Error::Unsupported("the docker backend is not built yet: use --backend ns, dir or auto".into()))
+            DockerBackend::probe().map_err(|why| {
+                Error::Unsupported(format!(
+                    "the docker backend cannot run here: {why}; start dockerd or use --backend ns or dir"
+                ))
+            })?;
+            Ok(Arc::new(DockerBackend::new(state)?))
         }
         BackendKind::Auto => Err(Error::Internal("backend 'auto' must be resolved before opening it".into())),
     }

@@ -12,6 +12,9 @@
 //! | `server.rate_limit_rps` | `WARREN_RATE_LIMIT_RPS` | 50 | per-user token bucket: refill per second (0 switches it off) |
 //! | `server.rate_limit_burst` | `WARREN_RATE_LIMIT_BURST` | 100 | per-user token bucket: size |
 //! | `server.shutdown_grace_secs` | `WARREN_SHUTDOWN_GRACE_SECS` | 30 | how long in-flight requests may finish on SIGINT/SIGTERM |
+//! | `server.terminal_reconnect_secs` | `WARREN_TERMINAL_RECONNECT_SECS` | 300 | a disconnected terminal session waits this long to be re-attached |
+//! | `server.terminal_idle_secs` | `WARREN_TERMINAL_IDLE_SECS` | 3600 | a terminal session without input or output this long is closed |
+//! | `server.terminal_max_sessions` | `WARREN_TERMINAL_MAX_SESSIONS` | 8 | terminal sessions per user |
 //! | `server.use_containers` | `USE_CONTAINERS` | false | the seed's switch to the docker backend (not built yet: logged, no effect) |
 //! | `server.max_containers` | `MAX_CONTAINERS` | none | docker backend: most containers (no effect yet) |
 //! | `server.users_per_container` | `USERS_PER_CONTAINER` | none | docker backend: users per container (no effect yet) |
@@ -63,6 +66,12 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Grace period for in-flight requests at shutdown, seconds.
     pub shutdown_grace_secs: u64,
+    /// A disconnected terminal session waits this long for its client, seconds.
+    pub terminal_reconnect_secs: u64,
+    /// A terminal session without input or output for this long is closed, seconds.
+    pub terminal_idle_secs: u64,
+    /// Terminal sessions per user.
+    pub terminal_max_sessions: u32,
     /// The seed's `USE_CONTAINERS`: asks for the docker backend.
     pub use_containers: bool,
     /// The seed's `MAX_CONTAINERS`.
@@ -88,6 +97,9 @@ impl Default for ServerConfig {
             rate_limit_rps: 50,
             rate_limit_burst: 100,
             shutdown_grace_secs: 30,
+            terminal_reconnect_secs: 300,
+            terminal_idle_secs: 3600,
+            terminal_max_sessions: 8,
             use_containers: false,
             max_containers: None,
             users_per_container: None,
@@ -246,6 +258,15 @@ pub fn apply_env(
     if let Some((n, v)) = var(&["WARREN_SHUTDOWN_GRACE_SECS"]) {
         server.shutdown_grace_secs = parse_num(n, &v, "seconds")?;
     }
+    if let Some((n, v)) = var(&["WARREN_TERMINAL_RECONNECT_SECS"]) {
+        server.terminal_reconnect_secs = parse_num(n, &v, "seconds")?;
+    }
+    if let Some((n, v)) = var(&["WARREN_TERMINAL_IDLE_SECS"]) {
+        server.terminal_idle_secs = parse_num(n, &v, "seconds")?;
+    }
+    if let Some((n, v)) = var(&["WARREN_TERMINAL_MAX_SESSIONS"]) {
+        server.terminal_max_sessions = positive(n, &v)?;
+    }
     if let Some((n, v)) = var(&["WARREN_USE_CONTAINERS", "USE_CONTAINERS"]) {
         server.use_containers = parse_bool(n, &v)?;
     }
@@ -310,6 +331,16 @@ pub fn parse_listen(v: &str) -> Result<SocketAddr, String> {
 }
 
 impl ServerConfig {
+    /// The terminal sessions' settings.
+    pub fn terminal(&self) -> crate::terminal::TerminalConfig {
+        crate::terminal::TerminalConfig {
+            reconnect: std::time::Duration::from_secs(self.terminal_reconnect_secs),
+            idle: std::time::Duration::from_secs(self.terminal_idle_secs),
+            max_sessions: self.terminal_max_sessions as usize,
+            ..crate::terminal::TerminalConfig::default()
+        }
+    }
+
     /// Checks ranges and the seed's values; returns what to log about settings that have no
     /// effect on this build.
     pub fn validate(&self) -> Result<Vec<String>, SettingError> {
@@ -325,6 +356,9 @@ impl ServerConfig {
         }
         if self.request_timeout_secs == 0 || self.exec_timeout_secs == 0 || self.max_exec_timeout_secs == 0 {
             return Err(bad("server.*timeout_secs", "0", "timeouts must be at least 1 second"));
+        }
+        if self.terminal_reconnect_secs == 0 || self.terminal_idle_secs == 0 || self.terminal_max_sessions == 0 {
+            return Err(bad("server.terminal_*", "0", "terminal timeouts and the session limit must be at least 1"));
         }
         if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
             return Err(bad("server.rate_limit_burst", "0", "must be at least 1 when rate_limit_rps is set"));

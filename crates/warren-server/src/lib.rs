@@ -5,6 +5,8 @@
 //! * [`auth`]: bearer JWTs checked against a JWKS URL, a PEM public key or an HS256 secret
 //!   ([`dev`]: the development secret in the state directory);
 //! * [`error`]: one JSON error shape and the one mapping of error kinds to HTTP statuses;
+//! * [`terminal`]: the browser terminal (WebSocket at `/v1/workspaces/{user}/terminal`, the
+//!   page at `/terminal`), sessions that survive disconnects;
 //! * per-user rate limiting ([`ratelimit`]), body limits, request timeouts, metrics
 //!   ([`metrics`]) and an audit event for every mutating call.
 //!
@@ -22,6 +24,7 @@ pub mod error;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
+pub mod terminal;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -59,6 +62,8 @@ pub struct Inner {
     pub auth: Arc<Authenticator>,
     /// Settings.
     pub cfg: ServerConfig,
+    /// The terminal sessions.
+    pub terminals: Arc<terminal::Terminals>,
     limiter: RateLimiter,
     metrics: Metrics,
     /// Set when the shutdown grace period is over: handlers and response streams still running
@@ -124,6 +129,7 @@ impl Server {
             limiter: RateLimiter::new(cfg.rate_limit_rps, cfg.rate_limit_burst),
             metrics: Metrics::default(),
             cut: tokio::sync::watch::channel(false).0,
+            terminals: terminal::Terminals::new(cfg.terminal()),
             cfg,
         };
         Ok(Self { state: AppState(Arc::new(inner)) })
@@ -148,6 +154,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = Duration::from_secs(self.state.cfg.shutdown_grace_secs);
+        if let Ok(addr) = listener.local_addr() {
+            let _ = self.state.terminals.local_addr.set(addr);
+        }
         let app = self.router();
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let mut server = tokio::spawn(async move {
@@ -163,6 +172,9 @@ impl Server {
         }
         info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
+        // Terminal connections are upgraded: the HTTP server does not wait for them. Their
+        // sessions end now (clients get 1001 and `shutting_down`).
+        self.state.terminals.shutdown().await;
         match tokio::time::timeout(grace, &mut server).await {
             Ok(r) => r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             Err(_) => {
@@ -200,6 +212,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{user}/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
         .route("/v1/workspaces/{user}/snapshots/{id}/restore", post(restore_snapshot))
         .route("/v1/workspaces/{user}/snapshots/{id}/pin", post(pin_snapshot))
+        .route("/v1/workspaces/{user}/terminal/sessions", get(terminal::list_sessions))
+        .route("/v1/workspaces/{user}/terminal/sessions/{id}", axum::routing::delete(terminal::close_session))
         .route("/v1/events", get(events))
         .route("/snapshot/create", post(seed_snapshot_create))
         .route("/snapshot/restore", post(seed_snapshot_restore))
@@ -213,6 +227,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops)
+        .merge(terminal::public_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
@@ -320,6 +335,7 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         routes::create_snapshot, routes::list_snapshots, routes::get_snapshot, routes::restore_snapshot,
         routes::delete_snapshot, routes::pin_snapshot,
         routes::seed_snapshot_create, routes::seed_snapshot_restore, routes::seed_snapshot_list,
+        terminal::ws::terminal_ws, terminal::list_sessions, terminal::close_session,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -329,6 +345,7 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         (name = "files", description = "Files and trees (tar)"),
         (name = "snapshots", description = "Snapshots: take, list, restore, delete, pin"),
         (name = "seed", description = "The seed's snapshot routes, kept working"),
+        (name = "terminal", description = "The browser terminal: its WebSocket (docs/terminal-protocol.md) and its sessions"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -250,7 +250,10 @@ mod tests {
             parse_control(&format!(r#"{{"type":"attach","session":"{id}","cols":120,"rows":40}}"#)),
             Ok(ClientMsg::Attach { session: Some(id), cols: Some(120), rows: Some(40) })
         );
-        assert_eq!(parse_control(r#"{"type":"resize","cols":100,"rows":30}"#), Ok(ClientMsg::Resize { cols: 100, rows: 30 }));
+        assert_eq!(
+            parse_control(r#"{"type":"resize","cols":100,"rows":30}"#),
+            Ok(ClientMsg::Resize { cols: 100, rows: 30 })
+        );
         assert_eq!(parse_control(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping { id: None }));
         assert_eq!(parse_control(r#"{"type":"ping","id":7}"#), Ok(ClientMsg::Ping { id: Some(7) }));
         assert_eq!(parse_control(r#"{"type":"ack","bytes":65536}"#), Ok(ClientMsg::Ack { bytes: 65536 }));
