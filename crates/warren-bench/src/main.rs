@@ -7,6 +7,7 @@ mod peers;
 mod report;
 mod snapshot;
 mod stats;
+mod terminal;
 mod warren;
 
 use std::ffi::OsString;
@@ -26,8 +27,9 @@ usage: warren-bench [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH
                     [--snapshot-dir DIR] [--strict]
 
 Times warren's backends (ns, dir) and peers (bare echo, unshare, bwrap, runc, docker) in one run,
-and warren's snapshot create/restore beside tar | zstd on a generated workspace; prints a markdown
-table and writes JSON. Needs root.
+and warren's snapshot create/restore beside tar | zstd on a generated workspace, and the browser
+terminal's keystroke echo and throughput beside ssh to a loopback sshd; prints a markdown table and
+writes JSON. Needs root.
 
   --iterations N   timed iterations per row (default 200; snapshot rows: at most 5, 1 warm-up)
   --warmup N       untimed iterations first (default 5)
@@ -347,12 +349,22 @@ fn run(args: &Args) -> Result<bool, String> {
             target_p50_ms: w.target_p50_ms,
             target_speedup: None,
             sizes: None,
+            target_p99_ms: None,
+            note: None,
         });
     }
 
     // Snapshot rows (their peers come with them: same workspace, interleaved iterations).
     if selected(&args.rows, snapshot::CREATE) || selected(&args.rows, snapshot::RESTORE) {
         rows.extend(snapshot::rows(args.snapshot_dir.as_deref(), args.warmup.min(1), args.iterations.min(5)));
+    }
+
+    // Terminal rows (their ssh peers come with them: same run, same measuring code).
+    if [terminal::ECHO, terminal::THROUGHPUT, terminal::SSH_ECHO, terminal::SSH_THROUGHPUT]
+        .iter()
+        .any(|n| selected(&args.rows, n))
+    {
+        rows.extend(terminal::rows(&rt, &state_dir, args.warmup, args.iterations));
     }
 
     // The peers.
@@ -400,6 +412,8 @@ fn run(args: &Args) -> Result<bool, String> {
             target_p50_ms: None,
             target_speedup: None,
             sizes: None,
+            target_p99_ms: None,
+            note: None,
         });
     }
     drop(files);

@@ -41,6 +41,10 @@ pub struct Row {
     pub target_speedup: Option<f64>,
     /// Bytes in and out, for rows that compress.
     pub sizes: Option<Sizes>,
+    /// Target for the p99, ms.
+    pub target_p99_ms: Option<f64>,
+    /// A line for the notes below the table (e.g. a throughput in MB/s).
+    pub note: Option<String>,
 }
 
 /// What a compressing row read and wrote.
@@ -135,6 +139,12 @@ pub struct RowReport {
     /// The peer's bytes archived and archive size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_sizes: Option<Sizes>,
+    /// Target for the p99, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_p99_ms: Option<f64>,
+    /// Extra facts of the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// `PASS` or `MISS` against the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'static str>,
@@ -214,16 +224,20 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             (Some(a), Some(b)) => a.output_bytes as f64 <= b.output_bytes as f64 * SAME_SIZE,
             _ => true,
         };
-        let result = match (r.target_p50_ms, r.target_speedup) {
-            (Some(t), _) => Some(match &summary {
+        let result = match (r.target_p50_ms, r.target_speedup, r.target_p99_ms) {
+            (Some(t), _, _) => Some(match &summary {
                 Some(s) if s.p50_ms <= t => "PASS",
                 _ => "MISS",
             }),
-            (None, Some(t)) => Some(match ratio {
+            (None, Some(t), _) => Some(match ratio {
                 Some(x) if x >= t && compression_ok => "PASS",
                 _ => "MISS",
             }),
-            (None, None) => None,
+            (None, None, Some(t)) => Some(match &summary {
+                Some(s) if s.p99_ms <= t => "PASS",
+                _ => "MISS",
+            }),
+            (None, None, None) => None,
         };
         if status == "error" && r.kind == RowKind::Warren || result == Some("MISS") {
             clean = false;
@@ -244,6 +258,8 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             target_speedup: r.target_speedup,
             sizes: r.sizes,
             peer_sizes,
+            target_p99_ms: r.target_p99_ms,
+            note: r.note.clone(),
             result,
             samples_us,
         });
@@ -278,10 +294,12 @@ pub fn markdown(rep: &Report) -> String {
         let peer = r.peer.clone().unwrap_or_else(dash);
         let peer_p50 = r.peer_p50_ms.map(fmt_ms).unwrap_or_else(dash);
         let ratio = r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(dash);
-        let target = match (r.target_p50_ms, r.target_speedup) {
-            (Some(t), _) => format!("<= {t} ms"),
-            (None, Some(t)) => format!(">= {t}x, same or better compression"),
-            (None, None) => dash(),
+        let target = match (r.target_p50_ms, r.target_speedup, r.target_p99_ms) {
+            (Some(t), _, _) => format!("<= {t} ms"),
+            (None, Some(t), _) if r.sizes.is_some() => format!(">= {t}x, same or better compression"),
+            (None, Some(t), _) => format!(">= {t}x"),
+            (None, None, Some(t)) => format!("p99 <= {t} ms"),
+            (None, None, None) => dash(),
         };
         let result = r.result.unwrap_or("-");
         s.push_str(&format!(
@@ -292,8 +310,9 @@ pub fn markdown(rep: &Report) -> String {
     for r in rep.rows.iter().filter(|r| r.steps.contains_key("cpu")) {
         if let (Some(c), Some(t)) = (r.steps.get("cpu"), &r.summary) {
             notes.push(format!(
-                "- {}: CPU time (user + system, every thread and process) p50 {}, {:.2} cores busy on average",
+                "- {}: {} timed iterations; CPU time (user + system, every thread and process) p50 {}, {:.2} cores busy on average",
                 r.name,
+                t.n,
                 fmt_ms(c.p50_ms),
                 c.mean_ms / t.mean_ms.max(1e-9)
             ));
@@ -305,6 +324,11 @@ pub fn markdown(rep: &Report) -> String {
             .filter_map(|k| r.steps.get(*k).map(|x| format!("{k} {}", fmt_ms(x.p50_ms))))
             .collect::<Vec<_>>();
         notes.push(format!("- {} p50 by step: {}", r.name, parts.join(", ")));
+    }
+    for r in &rep.rows {
+        if let Some(n) = &r.note {
+            notes.push(format!("- {}: {n}", r.name));
+        }
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     for r in rep.rows.iter().filter(|r| r.sizes.is_some()) {
@@ -384,6 +408,8 @@ mod tests {
                 target_p50_ms: Some(5.0),
                 target_speedup: None,
                 sizes: None,
+                target_p99_ms: None,
+                note: None,
             },
             Row {
                 name: "ns exec".into(),
@@ -395,6 +421,8 @@ mod tests {
                 target_p50_ms: Some(1.5),
                 target_speedup: None,
                 sizes: None,
+                target_p99_ms: None,
+                note: None,
             },
             Row {
                 name: "runc run".into(),
@@ -406,6 +434,8 @@ mod tests {
                 target_p50_ms: None,
                 target_speedup: None,
                 sizes: None,
+                target_p99_ms: None,
+                note: None,
             },
             Row {
                 name: "bwrap".into(),
@@ -417,6 +447,8 @@ mod tests {
                 target_p50_ms: None,
                 target_speedup: None,
                 sizes: None,
+                target_p99_ms: None,
+                note: None,
             },
         ];
         let rep = build(&rows, host(), 3, 0, UNIX_EPOCH);
@@ -452,6 +484,8 @@ mod tests {
             target_p50_ms: None,
             target_speedup: target,
             sizes: Some(Sizes { input_bytes: 1000, output_bytes: out }),
+            target_p99_ms: None,
+            note: None,
         };
         let rows = vec![
             row("snapshot create", RowKind::Warren, &[10, 10, 10], vec!["tar"], Some(1.2), 300),

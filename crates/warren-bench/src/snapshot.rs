@@ -377,6 +377,8 @@ pub fn rows(dir: Option<&Path>, warmup: usize, n: usize) -> Vec<Row> {
         target_p50_ms: None,
         target_speedup: target,
         sizes,
+        target_p99_ms: None,
+        note: None,
     };
     let result = (|| -> Result<(Workspace, Measured), Unavailable> {
         for tool in ["tar", "zstd"] {

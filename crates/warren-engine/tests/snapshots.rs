@@ -161,7 +161,7 @@ async fn snapshot_of_running_ns_workspace_keeps_it_running_and_is_consistent() {
     let ns = NsBackend::new(&env.state, None).expect("ns backend");
     let spec = spec_of(&info);
     let pid_before = ns.status(&spec).await.expect("status").pid.expect("init pid");
-    // A writer that keeps a and b in lock step (each replaced atomically): in any one instant
+    // A writer (at most 5 minutes: a failing test leaves no spinner behind) that keeps a and b in lock step (each replaced atomically): in any one instant
     // a == b or a == b + 1. The archive reads a, then 2000 files and 8 MiB (a_mid/,
     // sorted between them), then b, so a snapshot that is not of one instant sees b ahead of a.
     engine
@@ -171,7 +171,7 @@ async fn snapshot_of_running_ns_workspace_keeps_it_running_and_is_consistent() {
     let out = engine
         .exec(
             &u,
-            sh("cd a_mid && for i in $(seq 1 2000); do echo $i > f$i; done; cd ..; echo 0 > a; echo 0 > b; setsid sh -c 'echo $$ > bg.pid; i=0; while :; do i=$((i+1)); \
+            sh("cd a_mid && for i in $(seq 1 2000); do echo $i > f$i; done; cd ..; echo 0 > a; echo 0 > b; setsid timeout 300 sh -c 'echo $$ > bg.pid; i=0; while :; do i=$((i+1)); \
                 echo $i > a.tmp; mv a.tmp a; echo $i > b.tmp; mv b.tmp b; done' >/dev/null 2>&1 </dev/null &"),
         )
         .await

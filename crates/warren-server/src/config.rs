@@ -15,7 +15,7 @@
 //! | `server.terminal_reconnect_secs` | `WARREN_TERMINAL_RECONNECT_SECS` | 300 | a disconnected terminal session waits this long to be re-attached |
 //! | `server.terminal_idle_secs` | `WARREN_TERMINAL_IDLE_SECS` | 3600 | a terminal session without input or output this long is closed |
 //! | `server.terminal_max_sessions` | `WARREN_TERMINAL_MAX_SESSIONS` | 8 | terminal sessions per user |
-//! | `server.use_containers` | `USE_CONTAINERS` | false | the seed's switch to the docker backend (not built yet: logged, no effect) |
+//! | `server.use_containers` | `USE_CONTAINERS` | false | the seed's pooled container mode (not built yet: logged, no effect) |
 //! | `server.max_containers` | `MAX_CONTAINERS` | none | docker backend: most containers (no effect yet) |
 //! | `server.users_per_container` | `USERS_PER_CONTAINER` | none | docker backend: users per container (no effect yet) |
 //! | `server.container_image` | `CONTAINER_IMAGE` | none | docker backend: image (no effect yet) |
@@ -386,7 +386,7 @@ impl ServerConfig {
         ];
         for (name, v) in docker_only {
             if let Some(v) = v {
-                notes.push(format!("{name}={v} is valid but only applies to the docker backend, which is not built yet: it has no effect"));
+                notes.push(format!("{name}={v} is valid but only applies to the docker backend's pooled mode, which is not built yet: it has no effect"));
             }
         }
         Ok(notes)

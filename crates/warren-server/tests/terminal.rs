@@ -28,8 +28,11 @@ struct Term {
 
 impl Term {
     async fn start(slot: u32) -> Self {
+        Self::with(slot, ServerConfig { rate_limit_rps: 0, ..ServerConfig::default() }).await
+    }
+
+    async fn with(slot: u32, server: ServerConfig) -> Self {
         let auth = AuthConfig { secret: Some(SECRET.into()), ..AuthConfig::default() };
-        let server = ServerConfig { rate_limit_rps: 0, ..ServerConfig::default() };
         Self { srv: TestServer::start(slot, auth, server).await, key: Signer::hmac(SECRET.as_bytes()) }
     }
 
@@ -70,7 +73,7 @@ struct Client {
 }
 
 enum Got {
-    Data(usize),
+    Data,
     Msg(Value),
     Closed(u16, String),
 }
@@ -86,7 +89,9 @@ impl Client {
 
     async fn next(&mut self) -> Got {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a message in time");
+            let Ok(m) = tokio::time::timeout(WAIT, self.ws.next()).await else {
+                return Got::Closed(0, format!("no message within {} s", WAIT.as_secs()));
+            };
             match m {
                 None => return Got::Closed(1006, "stream ended".into()),
                 Some(Err(e)) => return Got::Closed(1006, e.to_string()),
@@ -97,13 +102,14 @@ impl Client {
                         let n = std::mem::take(&mut self.unacked);
                         self.json(json!({"type": "ack", "bytes": n})).await;
                     }
-                    return Got::Data(b.len());
+                    return Got::Data;
                 }
                 Some(Ok(Message::Text(t))) => {
                     return Got::Msg(serde_json::from_str(t.as_str()).expect("server messages are JSON"))
                 }
                 Some(Ok(Message::Close(f))) => {
-                    let (code, reason) = f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                    let (code, reason) =
+                        f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                     return Got::Closed(code, reason);
                 }
                 Some(Ok(_)) => {}
@@ -129,12 +135,11 @@ impl Client {
             if let Some(at) = find(&self.out[from.min(self.out.len())..], needle.as_bytes()) {
                 return from + at + needle.len();
             }
-            match self.next().await {
-                Got::Closed(code, reason) => panic!(
+            if let Got::Closed(code, reason) = self.next().await {
+                panic!(
                     "waiting for {needle:?}: closed {code} {reason}; output: {}",
                     String::from_utf8_lossy(&self.out)
-                ),
-                _ => {}
+                );
             }
         }
     }
@@ -216,6 +221,7 @@ async fn nothing_happens_before_a_valid_auth() {
     c.ws.send(Message::binary(vec![b'a'; 200_000])).await.expect("send");
     let (code, reason, _) = c.closed().await;
     assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("200000 bytes"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,13 +246,25 @@ async fn a_shell_in_the_workspace_with_resize_ctrl_c_and_info() {
     c.type_in("container-info\r").await;
     let end = c.until(from, "session:    t_").await;
     let text = String::from_utf8_lossy(&c.out[from..end]).into_owned();
-    for needle in ["user:       u_term", "username:   u_term", "backend:    dir", "limits:     memory 512 MiB", "workspace:  "] {
+    for needle in
+        ["user:       u_term", "username:   u_term", "backend:    dir", "limits:     memory 512 MiB", "workspace:  "]
+    {
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
 
     // Resize reaches the terminal.
     c.json(json!({"type": "resize", "cols": 100, "rows": 30})).await;
-    c.run("stty size; echo sized-$((3+3))", "30 100\r\n").await;
+    let mut sized = false;
+    for _ in 0..50 {
+        // The resize travels beside the input; wait for it to land (it does at once in practice).
+        let from = c.out.len();
+        let end = c.run("stty size; echo sized-$((3+3))", "sized-6").await;
+        if find(&c.out[from..end], b"30 100\r\n").is_some() {
+            sized = true;
+            break;
+        }
+    }
+    assert!(sized, "stty size never showed 30 100: {}", String::from_utf8_lossy(&c.out));
 
     // Ctrl-C reaches the foreground job, not the shell.
     c.run("sh -c 'echo started-$((2+5)); exec sleep 100'", "started-7").await;
@@ -374,4 +392,53 @@ async fn a_flood_through_a_real_shell_stays_within_the_window() {
     assert!(max > 128 << 10 && max <= (256 << 10) + (64 << 10), "{max}");
     // Polite close: the session stays for a re-attach.
     c.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.expect("close");
+}
+
+/// Polls `f` (every 50 ms, at most `WAIT`) until it is true.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within {} s", WAIT.as_secs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_and_idle_sessions_end_and_their_shells_die() {
+    let cfg = ServerConfig { rate_limit_rps: 0, terminal_reconnect_secs: 1, terminal_idle_secs: 3, ..ServerConfig::default() };
+    let t = Term::with(104, cfg).await;
+    let token = t.token("u_idle");
+
+    // Detached: gone after the reconnect time, with its shell.
+    let (mut c, s) = t.attach("u_idle", None, (80, 24)).await;
+    let id = s["id"].as_str().expect("id").to_owned();
+    let end = c.run("echo \"pid-$$-$((1+1))\"", "-2\r\n").await;
+    let text = String::from_utf8_lossy(&c.out[..end]).into_owned();
+    let pid: u32 = text.rsplit("pid-").next().and_then(|t| t.split('-').next()).and_then(|p| p.parse().ok()).expect("the shell's pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(c);
+    let list = || {
+        let (srv, token) = (&t.srv, token.clone());
+        async move { srv.get("/v1/workspaces/me/terminal/sessions", &token).await.1 }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while list().await.as_array().is_some_and(|l| l.iter().any(|s| s["id"] == json!(id))) {
+        assert!(tokio::time::Instant::now() < deadline, "the detached session ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("the shell was killed", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
+    })
+    .await;
+    let mut late = t.raw("me").await;
+    late.json(json!({"type": "auth", "token": token})).await;
+    late.json(json!({"type": "attach", "session": id})).await;
+    assert_eq!(late.msg("error").await["code"], "session_not_found");
+
+    // Idle while attached: the client hears why.
+    let (mut c, _) = t.attach("u_idle", None, (80, 24)).await;
+    c.run("echo idle-$((3*3))", "idle-9").await;
+    let (code, reason, err) = c.closed().await;
+    assert_eq!(code, 4410, "{reason}");
+    assert_eq!(err.expect("an error first")["code"], "idle_timeout");
 }

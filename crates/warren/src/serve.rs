@@ -72,6 +72,9 @@ pub fn run(cfg: Config, config_file: Option<&Path>, args: ServeArgs) -> Result<i
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let engine = Arc::new(Engine::open(cfg, EngineOptions::default()).await?);
+        // Idle suspension and daily snapshots (no-ops unless configured in [snapshots]).
+        let triggers = engine.clone();
+        tokio::spawn(async move { triggers.run_triggers().await });
         let listen = server_cfg.listen;
         let server = Server::new(engine.clone(), server_cfg, &auth_cfg).await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -131,6 +134,12 @@ fn banner(server: &Server, engine: &Engine, addr: SocketAddr, ttl: Duration) -> 
         }
         mode => writeln!(out, "auth: {mode:?} (algorithms {:?})", auth.algorithms())?,
     }
+    let sign_in = if warren_server::terminal::page::dev_login_possible(auth.mode(), addr) {
+        "a token, or locally as any user (development mode)"
+    } else {
+        "a token"
+    };
+    writeln!(out, "terminal: open {url}/terminal in a browser and sign in with {sign_in}")?;
     writeln!(out, "API: {url}/openapi.json   health: {url}/healthz   metrics: {url}/metrics")?;
     out.flush()?;
     Ok(())

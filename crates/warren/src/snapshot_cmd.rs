@@ -11,8 +11,6 @@ use serde::Serialize;
 use warren_core::{SnapshotId, UserId};
 use warren_engine::{Engine, Manifest, Progress, ProgressFn, SnapshotOptions, Trigger};
 
-use crate::units::format_size;
-
 /// Snapshot subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCmd {
@@ -117,6 +115,16 @@ Examples:
         #[arg(value_parser = parse_snap)]
         snap: Option<SnapshotId>,
     },
+}
+
+/// Bytes for people: `166 B`, `12KiB`, `1.5GiB`.
+fn format_size(bytes: u64) -> String {
+    let s = crate::units::format_size(bytes);
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{s} B")
+    } else {
+        format!("{s}iB")
+    }
 }
 
 fn parse_snap(s: &str) -> Result<SnapshotId, String> {

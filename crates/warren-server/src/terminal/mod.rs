@@ -35,6 +35,7 @@ use crate::{AppState, Caller};
 pub fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/workspaces/{user}/terminal", get(ws::terminal_ws))
+        .route("/", get(page::root))
         .route("/terminal", get(page::page))
         .route("/container-terminal", get(page::page))
         .route("/terminal/assets/{name}", get(page::asset))

@@ -79,7 +79,17 @@ pub struct PageConfig {
 
 /// Development sign-in is available: development mode and a loopback listening address.
 pub fn dev_login_enabled(s: &AppState) -> bool {
-    s.auth.mode() == AuthMode::Dev && s.terminals.local_addr.get().is_some_and(|a| a.ip().is_loopback())
+    s.terminals.local_addr.get().is_some_and(|a| dev_login_possible(s.auth.mode(), *a))
+}
+
+/// Whether a server with this auth mode listening on `addr` offers the development sign-in.
+pub fn dev_login_possible(mode: AuthMode, addr: std::net::SocketAddr) -> bool {
+    mode == AuthMode::Dev && addr.ip().is_loopback()
+}
+
+/// `GET /`: to the terminal page.
+pub async fn root() -> axum::response::Redirect {
+    axum::response::Redirect::to("/terminal")
 }
 
 /// `GET /terminal/config`.

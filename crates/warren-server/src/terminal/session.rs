@@ -341,11 +341,11 @@ impl Actor {
             let flow = tokio::select! {
                 ev = events.recv(), if !self.paused => self.event(ev),
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.command(cmd, stdin.as_ref()).await,
+                    Some(cmd) => self.command(cmd, stdin.as_ref(), &control).await,
                     None => Flow::End,
                 },
                 permit = async { match &stdin { Some(s) => s.reserve().await, None => std::future::pending().await } },
-                    if !self.input.is_empty() => {
+                    if !self.input.is_empty() && self.resize.is_none() => {
                     match (permit, self.input.pop_front()) {
                         (Ok(p), Some(data)) => {
                             self.input_bytes -= data.len();
@@ -410,7 +410,8 @@ impl Actor {
             ("idle_timeout", format!("no input or output for {} s; the shell was ended", self.cfg.idle.as_secs()))
         };
         info!(reason = code, "closing the terminal session");
-        self.last_words = vec![Out::Msg(ServerMsg::error(code, msg.clone())), Out::Close(Violation::new(close::GONE, msg))];
+        self.last_words =
+            vec![Out::Msg(ServerMsg::error(code, msg.clone())), Out::Close(Violation::new(close::GONE, msg))];
         Flow::End
     }
 
@@ -471,7 +472,12 @@ impl Actor {
         self.session.set_status(|s| s.attached = false);
     }
 
-    async fn command(&mut self, cmd: Cmd, stdin: Option<&mpsc::Sender<Vec<u8>>>) -> Flow {
+    async fn command(
+        &mut self,
+        cmd: Cmd,
+        stdin: Option<&mpsc::Sender<Vec<u8>>>,
+        control: &mpsc::Sender<ExecControl>,
+    ) -> Flow {
         match cmd {
             Cmd::Attach { conn, out, size, done } => {
                 if let Some(old) = self.client.take() {
@@ -521,7 +527,9 @@ impl Actor {
                 }
                 self.last_activity = Instant::now();
                 if let Some(tx) = stdin {
-                    if self.input.is_empty() {
+                    // Input typed after a resize waits until the resize is on its way, so a
+                    // command reads the new size.
+                    if self.input.is_empty() && self.resize.is_none() {
                         match tx.try_send(data) {
                             Ok(()) => return Flow::Continue,
                             Err(mpsc::error::TrySendError::Full(d)) => self.queue_input(d),
@@ -536,6 +544,11 @@ impl Actor {
             Cmd::Resize { conn, cols, rows } => {
                 if self.is_current(conn) {
                     self.set_size(cols, rows);
+                    if let Some(size) = self.resize {
+                        if control.try_send(ExecControl::Resize(size)).is_ok() {
+                            self.resize = None;
+                        }
+                    }
                 }
                 Flow::Continue
             }
@@ -565,7 +578,10 @@ impl Actor {
                 Flow::Continue
             }
             Cmd::Close { code, message, close_code } => {
-                self.last_words = vec![Out::Msg(ServerMsg::error(code, message.clone())), Out::Close(Violation::new(close_code, message))];
+                self.last_words = vec![
+                    Out::Msg(ServerMsg::error(code, message.clone())),
+                    Out::Close(Violation::new(close_code, message)),
+                ];
                 Flow::End
             }
         }
@@ -584,6 +600,7 @@ impl Actor {
         if (cols, rows) == self.size {
             return;
         }
+        debug!(cols, rows, "resize");
         self.size = (cols, rows);
         self.resize = Some(TtySize { rows, cols });
         self.emu.resize(cols, rows);
