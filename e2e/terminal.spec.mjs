@@ -55,6 +55,8 @@ before(async () => {
       if (m) { clearTimeout(timer); ok(m[1]); }
     });
   });
+  // playwright-core starts Chromium with a fresh temporary --user-data-dir of its own (and removes
+  // it at close); it never downloads a browser.
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
 });
 

@@ -91,7 +91,7 @@ pub fn rows(rt: &tokio::runtime::Runtime, state_dir: &Path, warmup: usize, n: us
         note,
     };
     let (warren_note, ssh_note) = (note(&warren.flood), note(&ssh.flood));
-    let flood_cmd = format!("`{FLOOD}` typed at the prompt; Enter to the marker after it");
+    let flood_cmd = format!("{FLOOD} typed at the prompt; Enter to the marker after it");
     vec![
         row(
             ECHO,
@@ -116,7 +116,7 @@ pub fn rows(rt: &tokio::runtime::Runtime, state_dir: &Path, warmup: usize, n: us
         row(
             SSH_ECHO,
             RowKind::Peer,
-            "one keystroke to bash's prompt over `ssh -tt` to a loopback sshd and its echo back",
+            "one keystroke to bash's prompt over ssh -tt to a loopback sshd and its echo back",
             ssh.echo,
             vec![],
             None,

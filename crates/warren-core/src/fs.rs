@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::unistd::{fchown, Gid, Uid, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,22 @@ pub struct Confined {
     owner: Option<(u32, u32)>,
 }
 
+/// `openat2`, retried on `EAGAIN`: with `RESOLVE_BENEATH` the kernel answers `EAGAIN` when a
+/// rename or mount anywhere on the system raced with resolving a `..` component (it cannot then
+/// prove the walk stayed beneath the root) and asks the caller to try again.
+fn openat2_retry<P: ?Sized + nix::NixPath, Fd: AsFd>(dirfd: Fd, path: &P, how: OpenHow) -> nix::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match nix::fcntl::openat2(dirfd.as_fd(), path, how) {
+            Err(Errno::EAGAIN) if tries < 128 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            r => return r,
+        }
+    }
+}
+
 fn how(flags: OFlag) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
@@ -110,7 +126,7 @@ impl Confined {
 
     fn open_at(&self, p: &WorkspacePath, flags: OFlag, doing: &str) -> Result<OwnedFd> {
         let rel: &Path = if p.is_root() { Path::new(".") } else { p.as_path() };
-        openat2(self.root.as_fd(), rel, how(flags)).map_err(|e| path_err(p, e, doing))
+        openat2_retry(self.root.as_fd(), rel, how(flags)).map_err(|e| path_err(p, e, doing))
     }
 
     fn chown(&self, fd: BorrowedFd<'_>, p: &WorkspacePath) -> Result<()> {
@@ -165,14 +181,15 @@ impl Confined {
             sofar = sofar.join(&WorkspacePath::new(comp)?);
             match nix::sys::stat::mkdirat(cur.as_fd(), comp, Mode::from_bits_truncate(0o755)) {
                 Ok(()) => {
-                    let fd = openat2(cur.as_fd(), comp, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
-                        .map_err(|e| path_err(&sofar, e, "creating directory"))?;
+                    let fd =
+                        openat2_retry(cur.as_fd(), comp, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
+                            .map_err(|e| path_err(&sofar, e, "creating directory"))?;
                     self.chown(fd.as_fd(), &sofar)?;
                 }
                 Err(Errno::EEXIST) => {}
                 Err(e) => return Err(path_err(&sofar, e, "creating directory")),
             }
-            cur = openat2(cur.as_fd(), comp, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+            cur = openat2_retry(cur.as_fd(), comp, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
                 .map_err(|e| path_err(&sofar, e, "opening directory"))?;
         }
         Ok(cur)
@@ -187,7 +204,7 @@ impl Confined {
         let pfd = self.dir(&parent, false)?;
         nix::sys::stat::mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755))
             .map_err(|e| path_err(p, e, "creating directory"))?;
-        let fd = openat2(pfd.as_fd(), name, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
+        let fd = openat2_retry(pfd.as_fd(), name, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
             .map_err(|e| path_err(p, e, "creating directory"))?;
         self.chown(fd.as_fd(), p)
     }
@@ -200,7 +217,7 @@ impl Confined {
         })?;
         let pfd = self.dir(&parent, opts.create_parents)?;
         let tmp = temp_name(name);
-        let fd = openat2(
+        let fd = openat2_retry(
             pfd.as_fd(),
             tmp.as_os_str(),
             how(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW)
@@ -223,7 +240,7 @@ impl Confined {
             return result;
         }
         // Make the rename durable: fsync the directory (needs a real descriptor, not O_PATH).
-        if let Ok(d) = openat2(pfd.as_fd(), ".", how(OFlag::O_RDONLY | OFlag::O_DIRECTORY)) {
+        if let Ok(d) = openat2_retry(pfd.as_fd(), ".", how(OFlag::O_RDONLY | OFlag::O_DIRECTORY)) {
             let _ = nix::unistd::fsync(d.as_fd());
         }
         Ok(())

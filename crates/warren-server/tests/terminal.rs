@@ -405,7 +405,12 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_and_idle_sessions_end_and_their_shells_die() {
-    let cfg = ServerConfig { rate_limit_rps: 0, terminal_reconnect_secs: 1, terminal_idle_secs: 3, ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        rate_limit_rps: 0,
+        terminal_reconnect_secs: 1,
+        terminal_idle_secs: 3,
+        ..ServerConfig::default()
+    };
     let t = Term::with(104, cfg).await;
     let token = t.token("u_idle");
 
@@ -414,7 +419,12 @@ async fn detached_and_idle_sessions_end_and_their_shells_die() {
     let id = s["id"].as_str().expect("id").to_owned();
     let end = c.run("echo \"pid-$$-$((1+1))\"", "-2\r\n").await;
     let text = String::from_utf8_lossy(&c.out[..end]).into_owned();
-    let pid: u32 = text.rsplit("pid-").next().and_then(|t| t.split('-').next()).and_then(|p| p.parse().ok()).expect("the shell's pid");
+    let pid: u32 = text
+        .rsplit("pid-")
+        .next()
+        .and_then(|t| t.split('-').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the shell's pid");
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     drop(c);
     let list = || {
