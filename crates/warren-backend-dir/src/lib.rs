@@ -56,7 +56,6 @@ use std::fs::{DirBuilder, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -87,8 +86,6 @@ struct RunFile {
     uid: u32,
     started_at_unix: u64,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl DirBackend {
     /// Opens the backend on `state_dir`, creating `{state}`, `{state}/workspaces` (both mode
@@ -203,32 +200,9 @@ impl DirBackend {
         if self.exists(spec)? {
             return self.check_home(spec, &home);
         }
-        // Build it under a temporary name, then move it into place: a crash never leaves a
-        // home with the wrong owner or mode behind.
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.workspaces.join(format!(".tmp-{}-{}-{n}", spec.user, std::process::id()));
-        DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        let finish = || -> Result<()> {
-            std::os::unix::fs::chown(&tmp, Some(spec.uid), Some(spec.gid))
-                .map_err(|e| Error::io(format!("giving {} to uid {}", tmp.display(), spec.uid), e))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::io(format!("making {} mode 0700", tmp.display()), e))?;
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &tmp,
-                nix::fcntl::AT_FDCWD,
-                &home,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| Error::errno(format!("moving the new home to {}", home.display()), e))
-        };
-        match finish() {
-            Ok(()) => {
-                sync_dir(&self.workspaces);
-                Ok(())
-            }
+        match warren_core::fs::create_private_dir(&home, spec.uid, spec.gid) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                let _ = std::fs::remove_dir(&tmp);
                 if self.exists(spec)? {
                     // Created concurrently: fine if it is the same workspace.
                     return self.check_home(spec, &home);

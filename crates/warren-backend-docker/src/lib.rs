@@ -271,27 +271,7 @@ impl DockerBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("looking at {}", home.display()), e)),
         }
-        // Built under a temporary name and moved into place: never a home with the wrong owner.
-        let tmp = self.inner.workspaces.join(format!(".tmp-{}-{}", spec.user, spec.id));
-        let _ = std::fs::remove_dir(&tmp);
-        DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        let finish = || -> Result<()> {
-            std::os::unix::fs::chown(&tmp, Some(spec.uid), Some(spec.gid))
-                .map_err(|e| Error::io(format!("giving {} to uid {}", tmp.display(), spec.uid), e))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::io(format!("making {} mode 0700", tmp.display()), e))?;
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &tmp,
-                nix::fcntl::AT_FDCWD,
-                &home,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| Error::errno(format!("moving the new home to {}", home.display()), e))
-        };
-        finish().inspect_err(|_| {
-            let _ = std::fs::remove_dir(&tmp);
-        })
+        warren_core::fs::create_private_dir(&home, spec.uid, spec.gid)
     }
 
     /// Writes the run directory's `passwd` and `group` (bind-mounted read-only into the container).

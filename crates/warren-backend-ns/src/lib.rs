@@ -416,10 +416,9 @@ fn create_home(home: &Path, uid: u32, gid: u32) -> Result<()> {
         }
         Err(_) => {}
     }
-    std::fs::create_dir(home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
-    nix::unistd::chown(home, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
-        .map_err(|e| Error::errno(format!("chown {}", home.display()), e))?;
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("chmod {}", home.display()), e))?;
-    Ok(())
+    match warren_core::fs::create_private_dir(home, uid, gid) {
+        // Created concurrently by another warren process: fine if it is this workspace's.
+        Err(Error::AlreadyExists(_)) => create_home(home, uid, gid),
+        r => r,
+    }
 }

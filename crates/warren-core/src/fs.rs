@@ -301,6 +301,45 @@ impl Confined {
     }
 }
 
+/// Creates `dir` as a directory owned by `uid:gid`, mode 0700, atomically: it is built under a
+/// temporary name beside it and renamed into place with `RENAME_NOREPLACE`, so no crash or race
+/// leaves a directory with the wrong owner or mode at `dir`. An existing `dir` is an
+/// [`Error::AlreadyExists`] (callers decide whether an existing one is acceptable).
+pub fn create_private_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = dir.parent().ok_or_else(|| Error::InvalidRequest(format!("{} has no parent", dir.display())))?;
+    let name = dir.file_name().ok_or_else(|| Error::InvalidRequest(format!("{} has no name", dir.display())))?;
+    let tmp = parent.join(temp_name(name));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let finish = || -> Result<()> {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("giving {} to uid {uid}", tmp.display()), e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("making {} mode 0700", tmp.display()), e))?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &tmp,
+            nix::fcntl::AT_FDCWD,
+            dir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            Errno::EEXIST => Error::AlreadyExists(dir.display().to_string()),
+            e => Error::errno(format!("moving the new directory to {}", dir.display()), e),
+        })
+    };
+    finish().inspect_err(|_| {
+        let _ = std::fs::remove_dir(&tmp);
+    })?;
+    if let Ok(d) = File::open(parent) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn temp_name(name: &OsStr) -> OsString {
     let mut rnd = [0u8; 6];
     let _ = getrandom::fill(&mut rnd);
