@@ -71,6 +71,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+impl Timestamp {
+    /// RFC 3339 in whole seconds (`2025-01-02T03:04:05Z`), for humans and file names.
+    pub fn to_rfc3339_seconds(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, mo, d) = civil_from_days(days);
+        format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.rem_euclid(1000);

@@ -24,7 +24,9 @@ use warren_server::api::{
 };
 use warren_server::error::ErrorBody;
 
-use crate::{print_entries, print_json, print_status, state_line, Cmd, ExecArgs, ExecJson, WorkspaceCmd};
+use crate::{
+    print_entries, print_json, print_status, print_workspace_table, state_line, Cmd, ExecArgs, ExecJson, WorkspaceCmd,
+};
 
 struct Client {
     http: reqwest::Client,
@@ -265,24 +267,7 @@ impl Client {
                 if json_out {
                     print_json(&list)?;
                 } else {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(
-                        out,
-                        "{:<24} {:<30} {:<8} {:<7} {:>10}  CREATED",
-                        "USER", "WORKSPACE", "STATE", "BACKEND", "UID"
-                    )?;
-                    for i in list {
-                        writeln!(
-                            out,
-                            "{:<24} {:<30} {:<8} {:<7} {:>10}  {}",
-                            i.user.as_str(),
-                            i.workspace_id.as_str(),
-                            i.state.to_string(),
-                            i.backend.as_str(),
-                            i.uid,
-                            i.created_at
-                        )?;
-                    }
+                    print_workspace_table(&list)?;
                 }
             }
         }

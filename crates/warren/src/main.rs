@@ -500,24 +500,7 @@ async fn workspace(engine: &Engine, cmd: WorkspaceCmd, json: bool) -> Result<i32
             if json {
                 print_json(&list)?;
             } else {
-                let mut out = std::io::stdout().lock();
-                writeln!(
-                    out,
-                    "{:<24} {:<30} {:<8} {:<7} {:>10}  CREATED",
-                    "USER", "WORKSPACE", "STATE", "BACKEND", "UID"
-                )?;
-                for i in list {
-                    writeln!(
-                        out,
-                        "{:<24} {:<30} {:<8} {:<7} {:>10}  {}",
-                        i.user.as_str(),
-                        i.workspace_id.as_str(),
-                        i.state.to_string(),
-                        i.backend.as_str(),
-                        i.uid,
-                        i.created_at
-                    )?;
-                }
+                print_workspace_table(&list)?;
             }
         }
     }
@@ -744,4 +727,23 @@ async fn stream(mut h: warren_core::ExecHandle, timeout: Option<Duration>, raw: 
         return Ok(124);
     }
     Ok(status.code)
+}
+
+/// The `workspace list` table (local and `--url` modes print the same).
+fn print_workspace_table(list: &[warren_engine::WorkspaceInfo]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<24} {:<30} {:<8} {:<7} {:>10}  CREATED", "USER", "WORKSPACE", "STATE", "BACKEND", "UID")?;
+    for i in list {
+        writeln!(
+            out,
+            "{:<24} {:<30} {:<8} {:<7} {:>10}  {}",
+            i.user.as_str(),
+            i.workspace_id.as_str(),
+            i.state.to_string(),
+            i.backend.as_str(),
+            i.uid,
+            i.created_at
+        )?;
+    }
+    Ok(())
 }
