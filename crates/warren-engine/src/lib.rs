@@ -56,6 +56,9 @@ pub struct CreateOptions {
     pub limits: Option<Limits>,
     /// Network access beyond loopback.
     pub network: Option<bool>,
+    /// The backend to hold this workspace (`None` or `Auto`: the engine's own pick). A workspace
+    /// stays on the backend it was created with.
+    pub backend: Option<BackendKind>,
 }
 
 /// A workspace as a caller sees it.
@@ -154,6 +157,8 @@ impl Engine {
         let limits = opts.limits.unwrap_or_else(|| self.cfg.limits.clone());
         limits.validate()?;
         let network = opts.network.unwrap_or(self.cfg.network);
+        let kind = opts.backend.filter(|k| *k != BackendKind::Auto).unwrap_or(self.kind);
+        let backend = self.backend_for(kind)?;
         let _lock = self.lock(user).await?;
         let u = user.clone();
         if self.db(move |s| s.get_workspace(&u)).await?.is_some() {
@@ -167,7 +172,7 @@ impl Engine {
             workspace_id: WorkspaceId::generate(),
             uid,
             username: user.linux_username(),
-            backend: self.kind,
+            backend: kind,
             desired_state: DesiredState::Stopped,
             limits,
             network,
@@ -175,17 +180,15 @@ impl Engine {
             updated_at: now,
         };
         Span::current().record("workspace", field::display(&rec.workspace_id));
-        let event = NewEvent::new(
-            "create",
-            json!({ "uid": uid, "backend": self.kind, "limits": rec.limits, "network": network }),
-        );
+        let event =
+            NewEvent::new("create", json!({ "uid": uid, "backend": kind, "limits": rec.limits, "network": network }));
         let r = rec.clone();
         self.db(move |s| s.insert_workspace(&r, &event)).await?;
         let spec = spec_of(&rec);
-        if let Err(e) = self.backend.create(&spec).await {
+        if let Err(e) = backend.create(&spec).await {
             warn!(error = %e, "the backend failed to create the workspace; removing it again");
             if !matches!(e, Error::AlreadyExists(_)) {
-                if let Err(e2) = self.backend.destroy(&spec).await {
+                if let Err(e2) = backend.destroy(&spec).await {
                     warn!(error = %e2, "cleaning up after the failed create failed too");
                 }
             }
@@ -195,8 +198,8 @@ impl Engine {
             }
             return Err(e);
         }
-        let state = self.backend.status(&spec).await?.state;
-        info!(uid, backend = %self.kind, "created workspace");
+        let state = backend.status(&spec).await?.state;
+        info!(uid, backend = %kind, "created workspace");
         Ok(info_of(rec, state))
     }
 

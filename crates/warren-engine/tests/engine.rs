@@ -78,8 +78,10 @@ async fn lifecycle(kind: BackendKind, slot: u32) {
     assert_eq!(err.code(), "not_found", "{err}");
 
     let limits = Limits { pids: Some(128), ..Limits::default() };
-    let info =
-        engine.create(&u, CreateOptions { limits: Some(limits.clone()), network: Some(false) }).await.expect("create");
+    let info = engine
+        .create(&u, CreateOptions { limits: Some(limits.clone()), network: Some(false), ..Default::default() })
+        .await
+        .expect("create");
     assert_eq!(info.user, u);
     assert_eq!(info.username, "u_123");
     assert_eq!(info.backend, kind);
@@ -299,8 +301,10 @@ async fn backend_choice() {
     assert_eq!(err.code(), "invalid_request");
     let engine = env.open().await;
     let bad = Limits { pids: Some(1), ..Limits::default() };
-    let err =
-        engine.create(&user("u_bad"), CreateOptions { limits: Some(bad), network: None }).await.expect_err("limits");
+    let err = engine
+        .create(&user("u_bad"), CreateOptions { limits: Some(bad), ..Default::default() })
+        .await
+        .expect_err("limits");
     assert_eq!(err.code(), "invalid_request");
     assert!(engine.status(&user("u_bad")).await.is_err(), "nothing was created");
 }

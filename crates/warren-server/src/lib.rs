@@ -18,12 +18,14 @@
 pub mod api;
 pub mod archive;
 pub mod auth;
+pub mod code_api;
 pub mod config;
 pub mod dev;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
+pub mod skill_api;
 pub mod terminal;
 
 use std::future::Future;
@@ -218,6 +220,8 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot/create", post(seed_snapshot_create))
         .route("/snapshot/restore", post(seed_snapshot_restore))
         .route("/snapshot/list/{user_id}", get(seed_snapshot_list))
+        .merge(code_api::routes())
+        .merge(skill_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -368,6 +372,8 @@ impl utoipa::Modify for BearerAuth {
 /// The OpenAPI document as pretty JSON with a final newline (what `docs/openapi.json` holds).
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
+    doc.merge(code_api::CodeApiDoc::openapi());
+    doc.merge(skill_api::SkillApiDoc::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut s = doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');

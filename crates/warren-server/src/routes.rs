@@ -210,7 +210,7 @@ pub async fn create_workspace(
             Some(l)
         }
     };
-    let info = s.engine.create(&user, CreateOptions { limits, network: body.network }).await?;
+    let info = s.engine.create(&user, CreateOptions { limits, network: body.network, ..Default::default() }).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 

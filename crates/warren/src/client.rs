@@ -28,7 +28,9 @@ use crate::{
     print_entries, print_json, print_status, print_workspace_table, state_line, Cmd, ExecArgs, ExecJson, WorkspaceCmd,
 };
 
-struct Client {
+/// A connection to `warren serve`.
+#[derive(Debug)]
+pub(crate) struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
@@ -53,7 +55,7 @@ pub fn run(url: &str, cfg: &Config, config_file: Option<&Path>, cmd: Cmd, json: 
 }
 
 impl Client {
-    fn url(&self, segments: &[&str]) -> Result<Url> {
+    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url> {
         let mut u = self.base.clone();
         {
             let mut p = u.path_segments_mut().map_err(|()| anyhow!("--url cannot take a path"))?;
@@ -79,7 +81,7 @@ impl Client {
     }
 
     /// Sends a request; a non-2xx answer becomes an error carrying the server's message.
-    async fn send(&self, method: Method, url: Url, body: Option<Body>) -> Result<reqwest::Response> {
+    pub(crate) async fn send(&self, method: Method, url: Url, body: Option<Body>) -> Result<reqwest::Response> {
         let shown = format!("{method} {}", url.path());
         let mut rb = self.http.request(method, url).bearer_auth(&self.token);
         rb = match body {
@@ -108,7 +110,12 @@ impl Client {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, method: Method, url: Url, body: Option<Body>) -> Result<T> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Body>,
+    ) -> Result<T> {
         let resp = self.send(method, url, body).await?;
         resp.json::<T>().await.context("reading the server's answer")
     }
@@ -116,6 +123,8 @@ impl Client {
     async fn dispatch(&self, cmd: Cmd, json_out: bool) -> Result<i32> {
         match cmd {
             Cmd::Workspace(w) => self.workspace(w, json_out).await,
+            Cmd::Code(c) => crate::code_cmd::run_remote(self, c, json_out).await,
+            Cmd::Skill(c) => crate::skill_cmd::run_remote(self, c, json_out).await,
             Cmd::Exec(a) => self.exec(a, json_out).await,
             Cmd::Shell(_) => bail!(
                 "warren shell is not available with --url yet (it needs a terminal stream over HTTP); \
@@ -346,7 +355,9 @@ impl Client {
     }
 }
 
-enum Body {
+/// A request body.
+#[derive(Debug)]
+pub(crate) enum Body {
     Json(Value),
     Bytes(Vec<u8>),
 }

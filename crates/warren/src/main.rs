@@ -1,7 +1,9 @@
 //! `warren`: isolated, persistent workspaces per user, from the command line.
 
 mod client;
+mod code_cmd;
 mod serve;
+mod skill_cmd;
 mod snapshot_cmd;
 mod term;
 mod token;
@@ -159,6 +161,13 @@ Examples:
         #[arg(short, long)]
         recursive: bool,
     },
+    /// Sandboxed coding sessions on a copy of a project, with every change tracked outside the
+    /// sandbox and synced back safely.
+    #[command(subcommand)]
+    Code(code_cmd::CodeCmd),
+    /// Sandboxes built from skill files, and their tools.
+    #[command(subcommand)]
+    Skill(skill_cmd::SkillCmd),
     /// Show the audit trail (the last events, of one user or all).
     #[command(after_help = "Examples:\n  warren events\n  warren events u_123 --limit 20 --json")]
     Events {
@@ -390,6 +399,8 @@ async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
         Cmd::Serve(_) | Cmd::Token(_) | Cmd::Openapi => bail!("this command does not use the local engine"),
         Cmd::Workspace(w) => workspace(engine, w, json).await,
         Cmd::Snapshot(s) => snapshot_cmd::run(engine, s, json).await,
+        Cmd::Code(c) => code_cmd::run(engine, c, json).await,
+        Cmd::Skill(c) => skill_cmd::run(engine, c, json).await,
         Cmd::Exec(a) => exec(engine, a, json).await,
         Cmd::Shell(a) => shell(engine, a).await,
         Cmd::Ls { user, path } => {
@@ -467,7 +478,8 @@ async fn workspace(engine: &Engine, cmd: WorkspaceCmd, json: bool) -> Result<i32
             } else {
                 None
             };
-            let info = engine.create(&a.user, CreateOptions { limits: Some(limits), network }).await?;
+            let info =
+                engine.create(&a.user, CreateOptions { limits: Some(limits), network, ..Default::default() }).await?;
             if json {
                 print_json(&info)?;
             } else {
