@@ -50,7 +50,6 @@
 
 mod accounts;
 mod exec;
-mod procs;
 
 use std::fs::{DirBuilder, File};
 use std::io::{self, Write};
@@ -375,7 +374,7 @@ impl Backend for DirBackend {
         in_span(move || {
             // First refuse new commands, then kill what runs.
             this.remove_run_file(&spec)?;
-            procs::kill_all(spec.uid)?;
+            kill_all(spec.uid)?;
             tracing::info!("workspace stopped");
             Ok(())
         })
@@ -394,7 +393,7 @@ impl Backend for DirBackend {
         let (this, spec) = (self.clone(), spec.clone());
         in_span(move || {
             this.remove_run_file(&spec)?;
-            procs::kill_all(spec.uid)?;
+            kill_all(spec.uid)?;
             if this.exists(&spec)? {
                 let home = this.home(&spec);
                 // remove_dir_all never follows symlinks: a link in the home to elsewhere is
@@ -431,8 +430,8 @@ impl Backend for DirBackend {
             if !this.exists(&spec)? {
                 return Err(Self::not_found(&spec));
             }
-            let procs = procs::processes_of(spec.uid);
-            let tick_ns = 1_000_000_000 / procs::clock_ticks();
+            let procs = warren_sys::uidprocs::processes_of(spec.uid);
+            let tick_ns = 1_000_000_000 / warren_sys::uidprocs::clock_ticks();
             Ok(Stats {
                 cpu_usage_ns: procs.iter().map(|p| p.cpu_ticks * tick_ns).sum(),
                 memory_bytes: procs.iter().map(|p| p.rss_bytes).sum(),
@@ -447,4 +446,9 @@ impl Backend for DirBackend {
     fn host_files(&self, spec: &WorkspaceSpec) -> Option<HostFiles> {
         Some(HostFiles { dir: self.home(spec), uid: spec.uid, gid: spec.gid })
     }
+}
+
+/// Kills every process of `uid` and waits until none is left.
+fn kill_all(uid: u32) -> Result<()> {
+    warren_sys::uidprocs::kill_all(uid).map_err(|e| Error::Internal(format!("killing the processes of uid {uid}: {e}")))
 }

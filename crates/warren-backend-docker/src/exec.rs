@@ -21,8 +21,8 @@ use crate::{api_err, is_status, DockerBackend};
 /// Engine 1.41 has no initial console size; a resize after start would race the command).
 const TTY_WRAPPER: &str = "r=$1 c=$2; shift 2; stty rows \"$r\" cols \"$c\" 2>/dev/null; exec \"$@\"";
 
-fn workdir(spec: &WorkspaceSpec, cwd: Option<&str>) -> Result<String> {
-    let home = DockerBackend::home_in_container(spec);
+fn workdir(home: &str, cwd: Option<&str>) -> Result<String> {
+    let home = home.to_owned();
     match cwd {
         None => Ok(home),
         Some(c) if c.is_empty() || c == "." => Ok(home),
@@ -38,10 +38,38 @@ fn workdir(spec: &WorkspaceSpec, cwd: Option<&str>) -> Result<String> {
 }
 
 pub(crate) async fn start(b: &DockerBackend, spec: &WorkspaceSpec, req: ExecRequest) -> Result<ExecHandle> {
-    let docker = b.docker().clone();
-    let name = DockerBackend::container_name(spec);
-    let home = DockerBackend::home_in_container(spec);
-    let dir = workdir(spec, req.cwd.as_deref())?;
+    let target =
+        Target { container: DockerBackend::container_name(spec), home: DockerBackend::home_in_container(spec) };
+    start_in(b.docker(), &target, spec, req, async {
+        // No container (never started, stopped) or not running: Conflict if the workspace
+        // exists, else NotFound.
+        b.require_running(spec).await.err()
+    })
+    .await
+}
+
+/// Where a command runs: a container, and the home directory in it.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// The container's name.
+    pub container: String,
+    /// The workspace's home inside it.
+    pub home: String,
+}
+
+/// Starts `req` as the workspace's uid in `target`. `missing` is awaited only when the daemon
+/// says there is no such (running) container, to tell the caller why.
+pub(crate) async fn start_in(
+    docker: &Docker,
+    target: &Target,
+    spec: &WorkspaceSpec,
+    req: ExecRequest,
+    missing: impl std::future::Future<Output = Option<Error>>,
+) -> Result<ExecHandle> {
+    let docker = docker.clone();
+    let name = target.container.clone();
+    let home = target.home.clone();
+    let dir = workdir(&home, req.cwd.as_deref())?;
     let tty = req.tty;
     let cmd = match tty {
         Some(size) => {
@@ -72,11 +100,9 @@ pub(crate) async fn start(b: &DockerBackend, spec: &WorkspaceSpec, req: ExecRequ
     let created = match docker.create_exec(&name, config).await {
         Ok(c) => c,
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => {
-            // No container (never started, stopped) or not running: Conflict if the workspace
-            // exists, else NotFound.
-            return Err(match b.require_running(spec).await {
-                Ok(()) => api_err(&format!("starting a command in container {name}"), e),
-                Err(e) => e,
+            return Err(match missing.await {
+                None => api_err(&format!("starting a command in container {name}"), e),
+                Some(e) => e,
             });
         }
         Err(e) => return Err(api_err(&format!("starting a command in container {name}"), e)),

@@ -183,6 +183,74 @@ impl Write for ChannelWriter {
     }
 }
 
+/// Builds a small root filesystem in `root` from this host's own programs, for hosts (and
+/// tests) that cannot pull an image: busybox and its applets, Debian's `dash` as `/bin/sh`,
+/// GNU `head`, and every program of `extra` (absolute host paths, copied to the same path), each
+/// with the shared libraries `ldd` names. Import it with [`import_dir`].
+pub fn minimal_rootfs(root: &Path, extra: &[&Path]) -> Result<()> {
+    let io = |what: String| move |e: std::io::Error| Error::io(what, e);
+    for d in ["bin", "usr/bin", "etc", "tmp", "home", "proc", "dev", "sys", "root", "workspace"] {
+        std::fs::create_dir_all(root.join(d)).map_err(io(format!("creating {}", root.join(d).display())))?;
+    }
+    let busybox = which("busybox").ok_or_else(|| {
+        Error::Unsupported("busybox is not installed on this host (Debian: apt-get install busybox-static)".into())
+    })?;
+    copy_with_libs(root, &busybox, "/bin/busybox")?;
+    let list =
+        std::process::Command::new(&busybox).arg("--list").output().map_err(io("running busybox --list".into()))?;
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(io(format!("linking {}", link.display())))?;
+        }
+    }
+    let dash = which("dash").ok_or_else(|| Error::Unsupported("dash is not installed on this host".into()))?;
+    copy_with_libs(root, &dash, "/bin/sh")?;
+    let head = which("head").ok_or_else(|| Error::Unsupported("head is not installed on this host".into()))?;
+    copy_with_libs(root, &head, "/usr/bin/head")?;
+    for p in extra {
+        let dst = p.to_str().ok_or_else(|| Error::InvalidRequest(format!("{} is not UTF-8", p.display())))?;
+        copy_with_libs(root, p, dst)?;
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(io("writing etc/passwd".into()))?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").map_err(io("writing etc/group".into()))?;
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// Copies `src` to `root/dst` and every shared library `ldd` lists for it to the same path under `root`.
+fn copy_with_libs(root: &Path, src: &Path, dst: &str) -> Result<()> {
+    let io = |what: String| move |e: std::io::Error| Error::io(what, e);
+    let target = root.join(dst.trim_start_matches('/'));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    let _ = std::fs::remove_file(&target);
+    std::fs::copy(src, &target).map_err(io(format!("copying {}", src.display())))?;
+    let out = std::process::Command::new("ldd").arg(src).output().map_err(io("running ldd".into()))?;
+    for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if !word.starts_with('/') {
+            continue;
+        }
+        let lib = root.join(word.trim_start_matches('/'));
+        if lib.exists() {
+            continue;
+        }
+        if let Some(parent) = lib.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        }
+        std::fs::copy(word, &lib).map_err(io(format!("copying {word}")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_tag;

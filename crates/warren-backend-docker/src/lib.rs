@@ -24,7 +24,7 @@
 //!   host: docker starts every exec as a session leader, and exec inspect gives its host pid (so
 //!   warren must run on the docker host, which the bind-mounted home requires anyway).
 //! * Stats come from the stats API (one shot), the limit from inspect, disk from the home on the
-//!   host. Disk quota is not enforced by this backend (bind mounts have no quota in docker).
+//!   host. Disk quota: bind mounts have no quota in docker; the resource monitor enforces it.
 //! * Freeze is pause/unpause (the cgroup freezer).
 
 use std::collections::HashMap;
@@ -51,6 +51,7 @@ use warren_core::{
 
 mod exec;
 pub mod image;
+pub mod pool;
 
 /// The Engine API version warren speaks (Docker 20.10 and later; `one-shot` stats need 1.41).
 pub const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };

@@ -83,6 +83,8 @@ pub struct NsBackend {
     state_dir: PathBuf,
     helper: HelperCmd,
     userns: bool,
+    /// The root filesystem directory workspaces get their programs from (`None`: the host's).
+    image: Option<PathBuf>,
 }
 
 /// Whether this kernel lets warren give each workspace its own user namespace.
@@ -122,7 +124,16 @@ impl NsBackend {
             state_dir: state_dir.to_owned(),
             helper,
             userns: userns_supported() && std::env::var_os("WARREN_NS_USERNS").is_none_or(|v| v != "0"),
+            image: None,
         })
+    }
+
+    /// Gives workspaces the programs of the root filesystem directory `image` (its `/usr`,
+    /// `/bin`, `/lib*` and shared `/etc` files) instead of the host's. A workspace's own
+    /// [`WorkspaceSpec::image`] wins over it.
+    pub fn with_image(mut self, image: Option<PathBuf>) -> Self {
+        self.image = image;
+        self
     }
 
     /// Turns user namespaces on or off (default: on where the kernel allows them; the
@@ -237,6 +248,15 @@ impl NsBackend {
                 sock.display()
             )));
         }
+        let image = spec.image.clone().or_else(|| self.image.clone());
+        if let Some(dir) = &image {
+            if !dir.join("bin/sh").exists() && !dir.join("usr/bin/sh").exists() {
+                return Err(Error::NotFound(format!(
+                    "the image {} (no /bin/sh in it): import one with `warren image import <rootfs> --tag NAME`",
+                    dir.display()
+                )));
+            }
+        }
         let l = &spec.limits;
         let cg = Cgroup::create(
             &Self::cgroup_name(spec),
@@ -257,6 +277,7 @@ impl NsBackend {
             fsize: l.disk_bytes,
             tmp_bytes: l.memory_bytes.map_or(TMP_BYTES, |m| m.min(TMP_BYTES)),
             userns: self.userns,
+            image,
         };
         let json = serde_json::to_string(&cfg).map_err(|e| Error::Internal(e.to_string()))?;
         // The config goes in on stdin, not argv: a workspace can read its init's /proc/1/cmdline.

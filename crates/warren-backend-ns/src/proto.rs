@@ -40,6 +40,10 @@ pub struct InitConfig {
     /// the namespace's root maps to the host's `nobody` (65534), nothing else is mapped.
     #[serde(default)]
     pub userns: bool,
+    /// A root filesystem directory on the host whose `/usr`, `/bin`, `/lib*` and `/etc` files
+    /// the workspace gets instead of the host's (an image imported with `warren image import`).
+    #[serde(default)]
+    pub image: Option<PathBuf>,
 }
 
 /// Host uid/gid the root of a workspace's user namespace maps to (`nobody`/`nogroup`).

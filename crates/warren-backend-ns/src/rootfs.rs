@@ -118,14 +118,17 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
         Some("mode=0755,size=4m"),
     )?;
 
+    // The programs: the host's, or an imported image's.
+    let base = cfg.image.as_deref().unwrap_or(Path::new("/"));
     for d in HOST_DIRS {
-        mirror(&Path::new("/").join(d), &root, d)?;
+        mirror(&base.join(d), &root, d)?;
     }
 
     // /etc
     let etc = root.join("etc");
     mkdir(&etc, 0o755)?;
-    let shell = if Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    let shell =
+        if base.join("bin/bash").exists() || base.join("usr/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
     let home = format!("/home/{}", cfg.username);
     write(
         &etc.join("passwd"),
@@ -144,7 +147,7 @@ pub fn build_and_pivot(cfg: &InitConfig) -> R<()> {
     let resolv = if cfg.network { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() } else { String::new() };
     write(&etc.join("resolv.conf"), &resolv)?;
     for e in HOST_ETC {
-        mirror(&Path::new("/etc").join(e), &root, &format!("etc/{e}"))?;
+        mirror(&base.join("etc").join(e), &root, &format!("etc/{e}"))?;
     }
 
     // /home/<user>

@@ -1,8 +1,12 @@
-//! `warren-bench`: warren's backend latencies beside peers measured in the same run.
+//! `warren-bench`: warren beside its peers, measured in the same run: backend lifecycle and exec,
+//! snapshots, the browser terminal, API exec throughput (`load`) and density (`density`).
 //!
-//! Prints a markdown table and writes `bench/results/latest.json` (and `latest.md`). See
-//! `bench/README.md` for what each row measures. Needs root.
+//! Prints a markdown table and writes `bench/results/latest.json` (and `latest.md`); the `load`
+//! and `density` subcommands run one part alone. See `bench/README.md` for what each row
+//! measures. Needs root.
 
+mod density;
+mod load;
 mod peers;
 mod report;
 mod snapshot;
@@ -13,6 +17,7 @@ mod warren;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use peers::{PeerFiles, Unavailable};
@@ -23,23 +28,38 @@ use warren_backend_ns::{HelperCmd, NsBackend};
 use warren_core::Backend;
 
 const USAGE: &str = "\
-usage: warren-bench [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH] [--state-dir DIR]
-                    [--snapshot-dir DIR] [--strict]
+usage: warren-bench [--quick] [--iterations N] [--warmup N] [--rows NAME,...] [--json PATH]
+                    [--state-dir DIR] [--snapshot-dir DIR] [--warren PATH] [--load-workspaces N]
+                    [--load-execs N] [--concurrency N] [--density N] [--strict]
+       warren-bench load [--workspaces N] [--execs N] [--concurrency N] [--warren PATH] [--json PATH]
+       warren-bench density [--n N] [--cycles N] [--execs N] [--json PATH]
 
-Times warren's backends (ns, dir) and peers (bare echo, unshare, bwrap, runc, docker) in one run,
-and warren's snapshot create/restore beside tar | zstd on a generated workspace, and the browser
-terminal's keystroke echo and throughput beside ssh to a loopback sshd; prints a markdown table and
-writes JSON. Needs root.
+Times warren beside its peers in one run: the backends' lifecycle and exec (ns, dir, docker) beside
+bare echo, unshare, bwrap, runc and docker; snapshot create/restore beside tar | zstd; the browser
+terminal beside ssh to a loopback sshd; API exec throughput (a real `warren serve`) beside commands
+over one OpenSSH connection; density (N idle ns workspaces). Prints a markdown table and writes
+JSON (and the table) to bench/results/. Needs root.
 
+  --quick          a smoke run: 20 iterations (2 warm-up), a small snapshot workspace, one 10 MiB
+                   terminal flood, 20 workspaces / 1,000 API execs, density 50
   --iterations N   timed iterations per row (default 200; snapshot rows: at most 5, 1 warm-up)
   --warmup N       untimed iterations first (default 5)
   --rows LIST      only rows with a word starting with one of these comma-separated words
-                   (e.g. ns,bwrap; 'ns exec' as a phrase)
+                   (e.g. ns,bwrap,api,density; 'ns exec' as a phrase); a warren row brings its peers
   --json PATH      where to write the JSON (default bench/results/latest.json; the .md beside it)
   --state-dir DIR  warren state directory for the run (default: a fresh temporary one, removed after)
   --snapshot-dir DIR  where the snapshot rows generate, archive and extract (default: /dev/shm when
                    it is a tmpfs, else the temporary directory); the table names its file system
+  --warren PATH    the warren binary for the API row (default: beside this binary)
+  --load-workspaces N, --load-execs N, --concurrency N
+                   the API row's load (default 200 workspaces, 10,000 execs, 32 at once)
+  --density N      idle workspaces of the density row (default 1,000)
   --strict         exit 1 if a row failed or missed its target
+
+load: the API load test alone (default 200 workspaces, 10,000 execs, concurrency 32; JSON to
+      bench/results/load.json); exit 1 on any error.
+density: the density measurement alone (default --n 1000, 20 cold cycles, 100 execs; JSON to
+      bench/results/density.json); exit 1 if it broke or left anything behind.
 ";
 
 #[derive(Debug)]
@@ -51,60 +71,173 @@ struct Args {
     state_dir: Option<PathBuf>,
     snapshot_dir: Option<PathBuf>,
     strict: bool,
+    quick: bool,
+    warren: Option<PathBuf>,
+    load_workspaces: usize,
+    load_execs: usize,
+    concurrency: usize,
+    density: usize,
 }
 
-/// `bench/results/latest.json` in the checkout this binary was built from.
-fn default_json() -> PathBuf {
+/// `bench/results/NAME` in the checkout this binary was built from.
+fn results_file(name: &str) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = crate_dir.parent().and_then(Path::parent).unwrap_or(crate_dir);
-    root.join("bench/results/latest.json")
+    root.join("bench/results").join(name)
+}
+
+/// Splits `--flag=value` and `--flag value`; `next` yields the following arguments.
+struct Flags {
+    it: std::vec::IntoIter<OsString>,
+}
+
+impl Flags {
+    fn new(args: Vec<OsString>) -> Self {
+        Self { it: args.into_iter() }
+    }
+
+    /// The next flag and its inline value, if any.
+    fn next_flag(&mut self) -> Option<Result<(String, Option<String>), String>> {
+        let arg = self.it.next()?;
+        Some(arg.into_string().map_err(|a| format!("argument {a:?} is not UTF-8")).map(
+            |arg| match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg, None),
+            },
+        ))
+    }
+
+    fn value(&mut self, flag: &str, inline: Option<String>) -> Result<String, String> {
+        match inline {
+            Some(v) => Ok(v),
+            None => self.it.next().and_then(|v| v.into_string().ok()).ok_or(format!("{flag} needs a value")),
+        }
+    }
+
+    fn number(&mut self, flag: &str, inline: Option<String>) -> Result<usize, String> {
+        let v = self.value(flag, inline)?;
+        v.replace('_', "").parse::<usize>().map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+    }
+}
+
+fn help() -> ! {
+    print!("{USAGE}");
+    std::process::exit(0);
 }
 
 fn parse_args(args: Vec<OsString>) -> Result<Args, String> {
+    let quick = args.iter().any(|a| a == "--quick");
     let mut a = Args {
-        iterations: 200,
-        warmup: 5,
+        iterations: if quick { 20 } else { 200 },
+        warmup: if quick { 2 } else { 5 },
         rows: vec![],
-        json: default_json(),
+        json: results_file("latest.json"),
         state_dir: None,
         snapshot_dir: None,
         strict: false,
+        quick,
+        warren: None,
+        load_workspaces: if quick { 20 } else { 200 },
+        load_execs: if quick { 1000 } else { 10_000 },
+        concurrency: 32,
+        density: if quick { 50 } else { 1000 },
     };
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let arg = arg.into_string().map_err(|a| format!("argument {a:?} is not UTF-8"))?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it.next().and_then(|v| v.into_string().ok()).ok_or(format!("{flag} needs a value")),
-            }
-        };
-        let number = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: {v:?} is not a whole number"));
+    let mut f = Flags::new(args);
+    while let Some(next) = f.next_flag() {
+        let (flag, inline) = next?;
         match flag.as_str() {
-            "--iterations" | "-n" => a.iterations = number(value()?)?,
-            "--warmup" => a.warmup = number(value()?)?,
+            "--iterations" | "-n" => a.iterations = f.number(&flag, inline)?,
+            "--warmup" => a.warmup = f.number(&flag, inline)?,
             "--rows" => {
-                a.rows = value()?.split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
+                a.rows = f
+                    .value(&flag, inline)?
+                    .split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
             }
-            "--json" => a.json = PathBuf::from(value()?),
-            "--state-dir" => a.state_dir = Some(PathBuf::from(value()?)),
-            "--snapshot-dir" => a.snapshot_dir = Some(PathBuf::from(value()?)),
+            "--json" => a.json = PathBuf::from(f.value(&flag, inline)?),
+            "--state-dir" => a.state_dir = Some(PathBuf::from(f.value(&flag, inline)?)),
+            "--snapshot-dir" => a.snapshot_dir = Some(PathBuf::from(f.value(&flag, inline)?)),
+            "--warren" => a.warren = Some(PathBuf::from(f.value(&flag, inline)?)),
+            "--load-workspaces" => a.load_workspaces = f.number(&flag, inline)?,
+            "--load-execs" => a.load_execs = f.number(&flag, inline)?,
+            "--concurrency" => a.concurrency = f.number(&flag, inline)?,
+            "--density" => a.density = f.number(&flag, inline)?,
             "--strict" => a.strict = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
+            "--quick" => {}
+            "-h" | "--help" => help(),
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
     if a.iterations == 0 {
         return Err("--iterations must be at least 1".into());
     }
+    if a.load_workspaces == 0 || a.concurrency == 0 || a.density == 0 {
+        return Err("--load-workspaces, --concurrency and --density must be at least 1".into());
+    }
     Ok(a)
+}
+
+/// `warren-bench load` arguments.
+#[derive(Debug)]
+struct LoadCmd {
+    args: load::LoadArgs,
+    json: PathBuf,
+}
+
+fn parse_load(args: Vec<OsString>) -> Result<LoadCmd, String> {
+    let mut c = LoadCmd {
+        args: load::LoadArgs { workspaces: 200, execs: 10_000, concurrency: 32, warren: None },
+        json: results_file("load.json"),
+    };
+    let mut f = Flags::new(args);
+    while let Some(next) = f.next_flag() {
+        let (flag, inline) = next?;
+        match flag.as_str() {
+            "--workspaces" => c.args.workspaces = f.number(&flag, inline)?,
+            "--execs" => c.args.execs = f.number(&flag, inline)?,
+            "--concurrency" => c.args.concurrency = f.number(&flag, inline)?,
+            "--warren" => c.args.warren = Some(PathBuf::from(f.value(&flag, inline)?)),
+            "--json" => c.json = PathBuf::from(f.value(&flag, inline)?),
+            "-h" | "--help" => help(),
+            other => return Err(format!("load: unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    if c.args.workspaces == 0 || c.args.concurrency == 0 {
+        return Err("load: --workspaces and --concurrency must be at least 1".into());
+    }
+    Ok(c)
+}
+
+/// `warren-bench density` arguments.
+#[derive(Debug)]
+struct DensityCmd {
+    args: density::DensityArgs,
+    json: PathBuf,
+}
+
+fn parse_density(args: Vec<OsString>) -> Result<DensityCmd, String> {
+    let mut c = DensityCmd {
+        args: density::DensityArgs { n: 1000, cycles: 20, execs: 100, uid_base: density::UID_BASE },
+        json: results_file("density.json"),
+    };
+    let mut f = Flags::new(args);
+    while let Some(next) = f.next_flag() {
+        let (flag, inline) = next?;
+        match flag.as_str() {
+            "--n" | "-n" => c.args.n = f.number(&flag, inline)?,
+            "--cycles" => c.args.cycles = f.number(&flag, inline)?,
+            "--execs" => c.args.execs = f.number(&flag, inline)?,
+            "--json" => c.json = PathBuf::from(f.value(&flag, inline)?),
+            "-h" | "--help" => help(),
+            other => return Err(format!("density: unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    if c.args.n == 0 || c.args.n > 100_000 {
+        return Err("density: --n must be between 1 and 100000".into());
+    }
+    Ok(c)
 }
 
 /// Which backend a warren row drives.
@@ -200,6 +333,26 @@ fn selected(filter: &[String], name: &str) -> bool {
         })
 }
 
+// The load test's uids (1,000 for up to 500 workspaces) stay below density's.
+const _: () = assert!(load::UID_BASE + 1000 <= density::UID_BASE);
+
+/// The API exec row and its peer.
+const API_EXEC: &str = "api exec";
+const SSH_EXEC: &str = "ssh exec";
+
+/// The peers of every warren row, for [`wanted_peer`].
+fn peers_of_rows() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut v: Vec<(&'static str, Vec<&'static str>)> =
+        WARREN_ROWS.iter().map(|w| (w.name, w.peers.to_vec())).collect();
+    v.push((API_EXEC, vec![SSH_EXEC]));
+    v
+}
+
+/// Whether peer `name` runs: selected itself, or a peer of a selected warren row.
+fn wanted_peer(filter: &[String], name: &str) -> bool {
+    selected(filter, name) || peers_of_rows().iter().any(|(row, peers)| selected(filter, row) && peers.contains(&name))
+}
+
 /// The state directory of the run: made 0711 with `workspaces/` 0711, as the backends expect.
 fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     for d in [dir.to_path_buf(), dir.join("workspaces")] {
@@ -226,8 +379,19 @@ fn main() {
     if argv.get(1).is_some_and(|a| a == warren_backend_ns::HELPER_ARG) {
         warren_backend_ns::helper_main(argv[2..].to_vec());
     }
-    let args = match parse_args(argv.into_iter().skip(1).collect()) {
-        Ok(a) => a,
+    let rest: Vec<OsString> = argv.iter().skip(1).cloned().collect();
+    enum Cmd {
+        Bench(Args),
+        Load(LoadCmd),
+        Density(DensityCmd),
+    }
+    let cmd = match rest.first().and_then(|a| a.to_str()) {
+        Some("load") => parse_load(rest[1..].to_vec()).map(Cmd::Load),
+        Some("density") => parse_density(rest[1..].to_vec()).map(Cmd::Density),
+        _ => parse_args(rest).map(Cmd::Bench),
+    };
+    let cmd = match cmd {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("warren-bench: {e}");
             std::process::exit(2);
@@ -239,11 +403,102 @@ fn main() {
         );
         std::process::exit(1);
     }
-    match run(&args) {
-        Ok(clean) => std::process::exit(if args.strict && !clean { 1 } else { 0 }),
+    let code = match cmd {
+        Cmd::Bench(args) => match run(&args) {
+            Ok(clean) => i32::from(args.strict && !clean),
+            Err(e) => {
+                eprintln!("warren-bench: {e}");
+                1
+            }
+        },
+        Cmd::Load(c) => run_load_cmd(&c),
+        Cmd::Density(c) => run_density_cmd(&c),
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))
+}
+
+/// Writes `text` to `json`'s path with `.md`, and the JSON value to `json`.
+fn write_results<T: serde::Serialize>(value: &T, md: &str, json: &Path) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| format!("encoding the report: {e}"))?;
+    report::write_atomic(json, format!("{text}\n").as_bytes())?;
+    report::write_atomic(&json.with_extension("md"), md.as_bytes())?;
+    eprintln!("warren-bench: wrote {} and {}", json.display(), json.with_extension("md").display());
+    Ok(())
+}
+
+/// `warren-bench load`: 0 when every request succeeded, 1 otherwise.
+fn run_load_cmd(c: &LoadCmd) -> i32 {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            load::stop_on_signals(stop.clone());
+            load::run(&c.args, stop).await
+        })
+    });
+    match result {
+        Ok(rep) => {
+            let md = rep.markdown();
+            println!("{md}");
+            if let Err(e) = write_results(&rep, &md, &c.json) {
+                eprintln!("warren-bench: {e}");
+            }
+            i32::from(!rep.passed())
+        }
         Err(e) => {
-            eprintln!("warren-bench: {e}");
-            std::process::exit(1);
+            eprintln!("warren-bench load: {e}");
+            1
+        }
+    }
+}
+
+/// A fresh state directory (0711) for a run, removed by the caller.
+fn temp_state(prefix: &str) -> Result<tempfile::TempDir, String> {
+    let t = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("creating a temporary state directory: {e}"))?;
+    prepare_state_dir(t.path())?;
+    Ok(t)
+}
+
+/// The density measurement in a fresh state directory, removed after.
+fn density_run(rt: &tokio::runtime::Runtime, args: &density::DensityArgs) -> Result<density::DensityReport, String> {
+    let state = temp_state("wbd-")?;
+    let r = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        load::stop_on_signals(stop.clone());
+        density::run(args, state.path(), stop).await
+    });
+    load::remove_scratch(state);
+    r
+}
+
+/// `warren-bench density`: 0 when it ran to the end without errors (whatever the memory).
+fn run_density_cmd(c: &DensityCmd) -> i32 {
+    match runtime().and_then(|rt| density_run(&rt, &c.args)) {
+        Ok(rep) => {
+            let md = rep.markdown();
+            println!("{md}");
+            if let Err(e) = write_results(&rep, &md, &c.json) {
+                eprintln!("warren-bench: {e}");
+            }
+            let broke = rep.broke_at.is_some()
+                || !rep.errors.is_empty()
+                || !rep.teardown_errors.is_empty()
+                || !rep.leftover_cgroups.is_empty()
+                || rep.interrupted;
+            i32::from(broke)
+        }
+        Err(e) => {
+            eprintln!("warren-bench density: {e}");
+            1
         }
     }
 }
@@ -269,10 +524,7 @@ fn run(args: &Args) -> Result<bool, String> {
     };
     eprintln!("warren-bench: state dir {}, ns helper {helper_desc}", state_dir.display());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let rt = runtime()?;
     let mut rows = Vec::new();
 
     // Warren's rows.
@@ -356,7 +608,9 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // Snapshot rows (their peers come with them: same workspace, interleaved iterations).
     if selected(&args.rows, snapshot::CREATE) || selected(&args.rows, snapshot::RESTORE) {
-        rows.extend(snapshot::rows(args.snapshot_dir.as_deref(), args.warmup.min(1), args.iterations.min(5)));
+        let (warmup, n, files) =
+            if args.quick { (0, 1, 3_000) } else { (args.warmup.min(1), args.iterations.min(5), 30_000) };
+        rows.extend(snapshot::rows(args.snapshot_dir.as_deref(), warmup, n, files));
     }
 
     // Terminal rows (their ssh peers come with them: same run, same measuring code).
@@ -364,12 +618,95 @@ fn run(args: &Args) -> Result<bool, String> {
         .iter()
         .any(|n| selected(&args.rows, n))
     {
-        rows.extend(terminal::rows(&rt, &state_dir, args.warmup, args.iterations));
+        let flood = if args.quick { terminal::Flood::QUICK } else { terminal::Flood::FULL };
+        rows.extend(terminal::rows(&rt, &state_dir, args.warmup, args.iterations, flood));
+    }
+
+    // API exec throughput through a real `warren serve`, and its peer over OpenSSH.
+    let mut load_report = None;
+    let mut load_error = None;
+    if selected(&args.rows, API_EXEC) {
+        let la = load::LoadArgs {
+            workspaces: args.load_workspaces,
+            execs: args.load_execs,
+            concurrency: args.concurrency,
+            warren: args.warren.clone(),
+        };
+        eprintln!(
+            "warren-bench: {API_EXEC} ({} workspaces, {} execs, concurrency {})",
+            la.workspaces, la.execs, la.concurrency
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcome = match rt.block_on(load::run(&la, stop)) {
+            Ok(rep) => {
+                let outcome = match rep.failure() {
+                    None => Ok(warren::Samples { total: rep.exec_samples.clone(), ..Default::default() }),
+                    Some(why) => Err(Unavailable::Error(why)),
+                };
+                load_report = Some(rep);
+                outcome
+            }
+            Err(e) if e.contains("no warren binary") => {
+                load_error = Some(e.clone());
+                Err(Unavailable::Skipped(e))
+            }
+            Err(e) => {
+                load_error = Some(e.clone());
+                Err(Unavailable::Error(e))
+            }
+        };
+        let note = load_report.as_ref().map(|r| {
+            format!(
+                "{:.0} execs/s at concurrency {} over {} workspaces ({} build of warren serve, {} backend)",
+                r.exec.per_sec, r.concurrency, r.workspaces, r.build, r.backend
+            )
+        });
+        rows.push(Row {
+            name: API_EXEC.to_owned(),
+            kind: RowKind::Warren,
+            command: format!(
+                "POST /v1/workspaces/{{user}}/exec (true or echo) to warren serve, {} at once, over {} running workspaces",
+                args.concurrency, args.load_workspaces
+            ),
+            version: None,
+            outcome,
+            peers: vec![SSH_EXEC],
+            target_p50_ms: None,
+            target_speedup: None,
+            sizes: None,
+            target_p99_ms: None,
+            note,
+        });
+    }
+    if wanted_peer(&args.rows, SSH_EXEC) {
+        let n = args.load_execs.min(if args.quick { 500 } else { 2_000 });
+        eprintln!("warren-bench: peer {SSH_EXEC} ({n} commands, concurrency {})", args.concurrency);
+        let res = terminal::ssh_exec(n, args.concurrency);
+        let note = res.as_ref().ok().map(|(s, wall)| {
+            format!(
+                "{:.0} commands/s at concurrency {}",
+                s.total.len() as f64 / wall.as_secs_f64().max(1e-9),
+                args.concurrency
+            )
+        });
+        rows.push(Row {
+            name: SSH_EXEC.to_owned(),
+            kind: RowKind::Peer,
+            command: "ssh -S CTL root@127.0.0.1 CMD: a new session on an authenticated connection (a ControlMaster per worker) to a loopback sshd, same commands and concurrency".to_owned(),
+            version: None,
+            outcome: res.map(|(s, _)| s),
+            peers: vec![],
+            target_p50_ms: None,
+            target_speedup: None,
+            sizes: None,
+            target_p99_ms: None,
+            note,
+        });
     }
 
     // The peers.
     let mut files = PeerFiles::new()?;
-    let wanted = |name: &str| selected(&args.rows, name);
+    let wanted = |name: &str| wanted_peer(&args.rows, name);
     let mut list = Vec::new();
     for (name, make) in [
         (peers::BARE, peers::bare as fn() -> peers::Peer),
@@ -417,14 +754,33 @@ fn run(args: &Args) -> Result<bool, String> {
         });
     }
     drop(files);
+
+    // Density last: nothing else runs while it measures the host's memory.
+    let (mut density_report, mut density_error) = (None, None);
+    if selected(&args.rows, "density") {
+        let cycles = if args.quick { 5 } else { 20 };
+        let da = density::DensityArgs { n: args.density, cycles, execs: 100, uid_base: density::UID_BASE };
+        eprintln!("warren-bench: density ({} idle ns workspaces)", da.n);
+        match density_run(&rt, &da) {
+            Ok(d) => density_report = Some(d),
+            Err(e) => density_error = Some(e),
+        }
+    }
     drop(rt);
 
     let host = report::Host::read(helper_desc);
-    let rep = report::build(&rows, host, args.iterations, args.warmup, started);
+    let mut rep = report::build(&rows, host, args.iterations, args.warmup, started);
+    if load_report.as_ref().is_some_and(|l| !l.passed()) || density_report.as_ref().is_some_and(|d| d.result != "PASS")
+    {
+        rep.clean = false;
+    }
+    rep.load = load_report;
+    rep.load_error = load_error;
+    rep.density = density_report;
+    rep.density_error = density_error;
     let md = report::markdown(&rep);
     println!("{md}");
-    report::write(&rep, &md, &args.json)?;
-    eprintln!("warren-bench: wrote {}", args.json.display());
+    write_results(&rep, &md, &args.json)?;
 
     if let Some(t) = temp {
         let leaked = mounts_below(t.path());
@@ -460,6 +816,40 @@ mod tests {
         assert!(args(&["--iterations", "0"]).is_err());
         assert!(args(&["--bogus"]).expect_err("unknown").contains("unknown argument"));
         assert!(args(&["--json"]).expect_err("missing value").contains("needs a value"));
+    }
+
+    #[test]
+    fn quick_mode_and_subcommands() {
+        let q = args(&["--quick", "--rows", "api"]).expect("valid");
+        assert_eq!((q.iterations, q.warmup, q.load_workspaces, q.load_execs, q.density), (20, 2, 20, 1000, 50));
+        let full = args(&["--load-execs", "10_000"]).expect("valid");
+        assert_eq!((full.iterations, full.load_workspaces, full.load_execs, full.concurrency), (200, 200, 10_000, 32));
+        assert!(args(&["--concurrency", "0"]).is_err());
+        let strs = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let l = parse_load(strs(&["--workspaces", "3", "--execs=30", "--concurrency", "4", "--warren", "/x/warren"]))
+            .expect("valid");
+        assert_eq!((l.args.workspaces, l.args.execs, l.args.concurrency), (3, 30, 4));
+        assert_eq!(l.args.warren.as_deref(), Some(Path::new("/x/warren")));
+        assert!(l.json.ends_with("bench/results/load.json"));
+        assert!(parse_load(strs(&["--workspaces", "0"])).is_err());
+        assert!(parse_load(strs(&["--rows", "x"])).expect_err("unknown").contains("unknown argument"));
+        let d = parse_density(strs(&["--n", "7", "--cycles", "1"])).expect("valid");
+        assert_eq!((d.args.n, d.args.cycles, d.args.uid_base), (7, 1, density::UID_BASE));
+        assert!(d.json.ends_with("bench/results/density.json"));
+        assert!(parse_density(strs(&["--n", "0"])).is_err());
+    }
+
+    #[test]
+    fn a_selected_row_brings_its_peers() {
+        let f = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(wanted_peer(&f(&["ns"]), peers::RUNC));
+        assert!(wanted_peer(&f(&["ns"]), peers::BWRAP));
+        assert!(!wanted_peer(&f(&["ns"]), peers::DOCKER));
+        assert!(wanted_peer(&f(&["api"]), SSH_EXEC));
+        assert!(!wanted_peer(&f(&["api"]), peers::BARE));
+        assert!(wanted_peer(&f(&["bwrap"]), peers::BWRAP));
+        assert!(wanted_peer(&[], SSH_EXEC));
+        assert!(WARREN_ROWS.iter().all(|w| w.uid < load::UID_BASE), "the rows' uids stay below the load test's");
     }
 
     #[test]

@@ -124,6 +124,15 @@ pub struct RowReport {
     /// The peer's p50, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_p50_ms: Option<f64>,
+    /// The peer's p99, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_p99_ms: Option<f64>,
+    /// The peer's number of samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_n: Option<usize>,
+    /// Why the row has no peer numbers (`not installed`, `dockerd not running`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_unavailable: Option<String>,
     /// Peer p50 / warren p50: above 1, warren is faster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
@@ -169,6 +178,18 @@ pub struct Report {
     pub warmup: usize,
     /// The rows, warren's first.
     pub rows: Vec<RowReport>,
+    /// The API load test, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::LoadReport>,
+    /// Why the API load test did not run, when it was selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
+    /// The density measurement, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<crate::density::DensityReport>,
+    /// Why the density measurement did not run, when it was selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density_error: Option<String>,
     /// No row failed and no target was missed.
     pub clean: bool,
 }
@@ -181,11 +202,19 @@ pub fn utc(secs: u64) -> String {
 
 /// Summaries, peer ratios and target results of the measured rows.
 pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started: SystemTime) -> Report {
-    let peer_p50 = |name: &str| {
+    let peer_summary = |name: &str| {
         rows.iter()
             .filter(|r| r.kind == RowKind::Peer && r.name == name)
             .find_map(|r| r.outcome.as_ref().ok().and_then(|s| summarize(&s.total)))
-            .map(|s| s.p50_ms)
+    };
+    // Why peer `name` has no numbers.
+    let peer_why = |name: &str| match rows.iter().find(|r| r.kind == RowKind::Peer && r.name == name) {
+        None => "not run".to_owned(),
+        Some(r) => match &r.outcome {
+            Err(Unavailable::Skipped(m)) => m.clone(),
+            Err(Unavailable::Error(m)) => format!("failed: {m}"),
+            Ok(_) => "no samples".to_owned(),
+        },
     };
     let mut clean = true;
     let mut out = Vec::new();
@@ -203,9 +232,13 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             Err(Unavailable::Skipped(m)) => ("skipped", Some(m.clone()), None, BTreeMap::new(), vec![]),
             Err(Unavailable::Error(m)) => ("error", Some(m.clone()), None, BTreeMap::new(), vec![]),
         };
-        let peer = r.peers.iter().find_map(|p| peer_p50(p).map(|v| ((*p).to_owned(), v)));
+        let peer = r.peers.iter().find_map(|p| peer_summary(p).map(|v| ((*p).to_owned(), v)));
+        let peer_unavailable = match (&peer, r.peers.first()) {
+            (None, Some(first)) => Some(peer_why(first)),
+            _ => None,
+        };
         let ratio = match (&peer, &summary) {
-            (Some((_, pp)), Some(s)) if s.p50_ms > 0.0 => Some(pp / s.p50_ms),
+            (Some((_, pp)), Some(s)) if s.p50_ms > 0.0 => Some(pp.p50_ms / s.p50_ms),
             _ => None,
         };
         let peer_sizes = peer.as_ref().and_then(|(name, _)| {
@@ -243,7 +276,10 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
             summary,
             steps,
             peer: peer.as_ref().map(|(n, _)| n.clone()).or_else(|| r.peers.first().map(|p| (*p).to_owned())),
-            peer_p50_ms: peer.map(|(_, v)| v),
+            peer_p50_ms: peer.as_ref().map(|(_, v)| v.p50_ms),
+            peer_p99_ms: peer.as_ref().map(|(_, v)| v.p99_ms),
+            peer_n: peer.as_ref().map(|(_, v)| v.n),
+            peer_unavailable,
             ratio,
             target_p50_ms: r.target_p50_ms,
             target_speedup: r.target_speedup,
@@ -256,37 +292,69 @@ pub fn build(rows: &[Row], host: Host, iterations: usize, warmup: usize, started
         });
     }
     let started_unix = started.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Report { format: 1, started_utc: utc(started_unix), started_unix, host, iterations, warmup, rows: out, clean }
+    Report {
+        format: 2,
+        started_utc: utc(started_unix),
+        started_unix,
+        host,
+        iterations,
+        warmup,
+        rows: out,
+        load: None,
+        load_error: None,
+        density: None,
+        density_error: None,
+        clean,
+    }
 }
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The report as markdown: a header line, the table, step breakdowns, peer versions.
+/// At most `max` characters of `s`, with an ellipsis when cut.
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(max).collect::<String>())
+    }
+}
+
+/// The report as markdown: a header line, the table, step breakdowns, peer versions, then the
+/// API load test and density sections.
 pub fn markdown(rep: &Report) -> String {
     let mut s = format!(
         "warren-bench {}: {} iterations (+{} warm-up) per row; kernel {}, {} CPUs ({}); ns helper: {}\n\n",
         rep.started_utc, rep.iterations, rep.warmup, rep.host.kernel, rep.host.cpus, rep.host.cpu, rep.host.ns_helper
     );
-    s.push_str("| row | p50 | p99 | mean | peer | peer p50 | ratio (peer/warren) | target p50 | result |\n");
-    s.push_str("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |\n");
+    s.push_str(
+        "| row | n | p50 | p99 | peer | peer n | peer p50 | peer p99 | ratio (peer/warren p50) | target | result |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |\n");
     for r in &rep.rows {
         let name = match r.kind {
             RowKind::Warren => format!("**{}**", r.name),
             RowKind::Peer => format!("peer: {}", r.name),
         };
-        let (p50, p99, mean) = match (&r.summary, &r.message) {
-            (Some(x), _) => (fmt_ms(x.p50_ms), fmt_ms(x.p99_ms), fmt_ms(x.mean_ms)),
-            (None, Some(m)) => (format!("{}: {}", r.status, cell(m)), "-".into(), "-".into()),
-            (None, None) => ("-".into(), "-".into(), "-".into()),
-        };
         let dash = || "-".to_owned();
+        let (n, p50, p99) = match (&r.summary, &r.message) {
+            (Some(x), _) => (x.n.to_string(), fmt_ms(x.p50_ms), fmt_ms(x.p99_ms)),
+            (None, Some(m)) if r.status == "skipped" => (dash(), format!("n/a ({})", cell(&short(m, 80))), dash()),
+            (None, Some(m)) => (dash(), format!("{}: {}", r.status, cell(&short(m, 200))), dash()),
+            (None, None) => (dash(), dash(), dash()),
+        };
         let peer = r.peer.clone().unwrap_or_else(dash);
-        let peer_p50 = r.peer_p50_ms.map(fmt_ms).unwrap_or_else(dash);
+        let peer_n = r.peer_n.map(|n| n.to_string()).unwrap_or_else(dash);
+        let peer_p50 = match (r.peer_p50_ms, &r.peer_unavailable) {
+            (Some(v), _) => fmt_ms(v),
+            (None, Some(why)) => format!("n/a ({})", cell(&short(why, 80))),
+            (None, None) => dash(),
+        };
+        let peer_p99 = r.peer_p99_ms.map(fmt_ms).unwrap_or_else(dash);
         let ratio = r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(dash);
         let target = match (r.target_p50_ms, r.target_speedup, r.target_p99_ms) {
-            (Some(t), _, _) => format!("<= {t} ms"),
+            (Some(t), _, _) => format!("p50 <= {t} ms"),
             (None, Some(t), _) if r.sizes.is_some() => format!(">= {t}x, same or better compression"),
             (None, Some(t), _) => format!(">= {t}x"),
             (None, None, Some(t)) => format!("p99 <= {t} ms"),
@@ -294,7 +362,7 @@ pub fn markdown(rep: &Report) -> String {
         };
         let result = r.result.unwrap_or("-");
         s.push_str(&format!(
-            "| {name} | {p50} | {p99} | {mean} | {peer} | {peer_p50} | {ratio} | {target} | {result} |\n"
+            "| {name} | {n} | {p50} | {p99} | {peer} | {peer_n} | {peer_p50} | {peer_p99} | {ratio} | {target} | {result} |\n"
         ));
     }
     let mut notes = Vec::new();
@@ -351,18 +419,38 @@ pub fn markdown(rep: &Report) -> String {
         s.push_str(&notes.join("\n"));
         s.push('\n');
     }
+    match (&rep.load, &rep.load_error) {
+        (Some(l), _) => {
+            s.push('\n');
+            s.push_str(&l.markdown());
+        }
+        (None, Some(e)) => s.push_str(&format!("\nAPI load test: n/a ({})\n", cell(e))),
+        (None, None) => {}
+    }
+    match (&rep.density, &rep.density_error) {
+        (Some(d), _) => {
+            s.push('\n');
+            s.push_str(&d.markdown());
+        }
+        (None, Some(e)) => s.push_str(&format!("\nDensity: n/a ({})\n", cell(e))),
+        (None, None) => {}
+    }
     s
 }
 
-/// Writes the JSON to `json` and the markdown beside it (`.md`).
-pub fn write(rep: &Report, md: &str, json: &Path) -> Result<(), String> {
-    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(rep).map_err(|e| format!("encoding the report: {e}"))?;
-    std::fs::write(json, text + "\n").map_err(|e| format!("writing {}: {e}", json.display()))?;
-    let md_path = json.with_extension("md");
-    std::fs::write(&md_path, md).map_err(|e| format!("writing {}: {e}", md_path.display()))?;
+/// Writes `data` to `path` atomically (a temporary file beside it, fsynced, renamed over it),
+/// creating the parent directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("writing into {}: {e}", dir.display()))?;
+    tmp.write_all(data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    tmp.persist(path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    // A results file others can read (the temporary file was 0600).
+    let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644));
     Ok(())
 }
 
@@ -442,6 +530,25 @@ mod tests {
                 note: None,
             },
         ];
+        let mut rows = rows;
+        for (name, kind, outcome, peers) in [
+            ("docker exec", RowKind::Warren, Ok(samples(&[60, 60, 60])), vec!["docker exec"]),
+            ("docker exec", RowKind::Peer, Err(Unavailable::Skipped("dockerd not running".into())), vec![]),
+        ] {
+            rows.push(Row {
+                name: name.into(),
+                kind,
+                command: "d".into(),
+                version: None,
+                outcome,
+                peers,
+                target_p50_ms: None,
+                target_speedup: None,
+                sizes: None,
+                target_p99_ms: None,
+                note: None,
+            });
+        }
         let rep = build(&rows, host(), 3, 0, UNIX_EPOCH);
         let cold = &rep.rows[0];
         assert_eq!(cold.peer.as_deref(), Some("bwrap"), "falls back past the skipped runc");
@@ -453,14 +560,23 @@ mod tests {
         let md = markdown(&rep);
         assert!(
             md.contains(
-                "| **ns cold cycle** | 2.000 ms | 4.000 ms | 2.667 ms | bwrap | 6.000 ms | 3.00x | <= 5 ms | PASS |"
+                "| **ns cold cycle** | 3 | 2.000 ms | 4.000 ms | bwrap | 3 | 6.000 ms | 6.000 ms | 3.00x | p50 <= 5 ms | PASS |"
             ),
             "{md}"
         );
         assert!(md.contains("error: boom \\| bang"), "{md}");
-        assert!(md.contains("| peer: runc run | skipped: not installed |"), "{md}");
+        assert!(md.contains("| peer: runc run | - | n/a (not installed) | - |"), "{md}");
+        assert!(md.contains("| **ns exec** | - | error: boom \\| bang | - | bwrap | 3 | 6.000 ms |"), "{md}");
+        assert!(
+            md.contains("| **docker exec** | 3 | 60.00 ms | 60.00 ms | docker exec | - | n/a (dockerd not running) | - | - | - | - |"),
+            "a missing peer is n/a with its reason, not a failure: {md}"
+        );
+        assert_eq!(rep.rows[4].peer_unavailable.as_deref(), Some("dockerd not running"));
+        assert!(rep.rows[4].result.is_none());
         let json = serde_json::to_value(&rep).expect("serialises");
         assert_eq!(json["rows"][2]["status"], "skipped");
+        assert_eq!(json["rows"][0]["peer_p99_ms"], 6.0);
+        assert_eq!(json["rows"][0]["peer_n"], 3);
     }
 
     #[test]

@@ -356,8 +356,9 @@ fn scratch_parent(dir: Option<&Path>) -> (std::path::PathBuf, String) {
     (tmp, fs)
 }
 
-/// The four rows (two warren, two peers), or the reason none could run in each.
-pub fn rows(dir: Option<&Path>, warmup: usize, n: usize) -> Vec<Row> {
+/// The four rows (two warren, two peers), or the reason none could run in each, on a workspace of
+/// `small_files` small files (30,000 in the full run) beside the large ones.
+pub fn rows(dir: Option<&Path>, warmup: usize, n: usize, small_files: usize) -> Vec<Row> {
     let (parent, fs) = scratch_parent(dir);
     let facts = |w: &Workspace| {
         format!(
@@ -392,7 +393,7 @@ pub fn rows(dir: Option<&Path>, warmup: usize, n: usize) -> Vec<Row> {
             .map_err(|e| Unavailable::Error(format!("creating a scratch directory: {e}")))?;
         let ws = scratch.path().join("ws");
         eprintln!("warren-bench: generating the snapshot workspace");
-        let w = generate(&ws, 30_000).map_err(Unavailable::Error)?;
+        let w = generate(&ws, small_files).map_err(Unavailable::Error)?;
         eprintln!("warren-bench: snapshot rows on {} ({n} iterations + {warmup} warm-up)", facts(&w));
         let m = measure(&ws, scratch.path(), warmup, n).map_err(Unavailable::Error)?;
         Ok((w, m))

@@ -40,9 +40,31 @@ pub const SSH_ECHO: &str = "ssh echo";
 pub const SSH_THROUGHPUT: &str = "ssh throughput";
 /// The issue's target for the echo p99, ms.
 const ECHO_P99_MS: f64 = 5.0;
-/// Timed runs of the throughput rows (each moves ~138 MiB).
-const FLOOD_RUNS: usize = 2;
-const FLOOD: &str = "head -c 100M /dev/zero | base64";
+/// The flood of the throughput rows: `head -c {MB}M /dev/zero | base64` (about 1.37 bytes of
+/// output per byte), timed runs of it, per mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Flood {
+    /// Megabytes of zeros.
+    pub mb: u64,
+    /// Timed runs.
+    pub runs: usize,
+}
+
+impl Flood {
+    /// The full run's: 100 MiB, twice.
+    pub const FULL: Flood = Flood { mb: 100, runs: 2 };
+    /// `--quick`: 10 MiB, once.
+    pub const QUICK: Flood = Flood { mb: 10, runs: 1 };
+
+    fn command(self) -> String {
+        format!("head -c {}M /dev/zero | base64", self.mb)
+    }
+
+    /// Fewest bytes of output a complete run delivers (base64 of `mb` MiB, minus a margin).
+    fn min_bytes(self) -> u64 {
+        (self.mb << 20) * 4 / 3 * 97 / 100
+    }
+}
 const STEP: Duration = Duration::from_secs(20);
 const FLOOD_LIMIT: Duration = Duration::from_secs(600);
 const USER: &str = "u_bench_term";
@@ -58,13 +80,16 @@ fn err(e: impl std::fmt::Display) -> Unavailable {
 }
 
 /// Runs both sides and returns the four rows.
-pub fn rows(rt: &tokio::runtime::Runtime, state_dir: &Path, warmup: usize, n: usize) -> Vec<Row> {
-    eprintln!("warren-bench: terminal echo and throughput ({n} keystrokes + {warmup} warm-up, {FLOOD_RUNS} floods)");
+pub fn rows(rt: &tokio::runtime::Runtime, state_dir: &Path, warmup: usize, n: usize, flood: Flood) -> Vec<Row> {
+    eprintln!(
+        "warren-bench: terminal echo and throughput ({n} keystrokes + {warmup} warm-up, {} floods of {} MiB)",
+        flood.runs, flood.mb
+    );
     let warren = rt
-        .block_on(warren_side(state_dir.join("terminal"), warmup, n))
+        .block_on(warren_side(state_dir.join("terminal"), warmup, n, flood))
         .unwrap_or_else(|e| Side { echo: Err(e.clone()), flood: Err(e) });
     eprintln!("warren-bench: ssh echo and throughput");
-    let ssh = ssh_side(warmup, n).unwrap_or_else(|e| Side { echo: Err(e.clone()), flood: Err(e) });
+    let ssh = ssh_side(warmup, n, flood).unwrap_or_else(|e| Side { echo: Err(e.clone()), flood: Err(e) });
     let note = |f: &Result<(Samples, u64), Unavailable>| {
         f.as_ref().ok().map(|(s, bytes)| {
             let secs: f64 = s.total.iter().map(Duration::as_secs_f64).sum::<f64>() / s.total.len().max(1) as f64;
@@ -91,7 +116,7 @@ pub fn rows(rt: &tokio::runtime::Runtime, state_dir: &Path, warmup: usize, n: us
         note,
     };
     let (warren_note, ssh_note) = (note(&warren.flood), note(&ssh.flood));
-    let flood_cmd = format!("{FLOOD} typed at the prompt; Enter to the marker after it");
+    let flood_cmd = format!("{} typed at the prompt; Enter to the marker after it", flood.command());
     vec![
         row(
             ECHO,
@@ -234,17 +259,17 @@ trait Terminal {
         Ok(s)
     }
 
-    /// `FLOOD` runs: time from Enter to the end marker, and the bytes received.
-    async fn flood(&mut self) -> Result<(Samples, u64), Unavailable> {
+    /// The flood's runs: time from Enter to the end marker, and the bytes received.
+    async fn flood(&mut self, flood: Flood) -> Result<(Samples, u64), Unavailable> {
         let mut s = Samples::default();
         let mut bytes = 0;
-        for run in 0..FLOOD_RUNS {
+        for run in 0..flood.runs {
             let (a, b) = (run + 10, run + 20);
             let t = Instant::now();
-            self.send(format!("{FLOOD}; echo end-$(({a}*{b}))\r").as_bytes()).await?;
+            self.send(format!("{}; echo end-$(({a}*{b}))\r", flood.command()).as_bytes()).await?;
             bytes = self.until(format!("end-{}", a * b).as_bytes()).await?;
             s.total.push(t.elapsed());
-            if bytes < 130_000_000 {
+            if bytes < flood.min_bytes() {
                 return Err(err(format!("only {bytes} bytes of output arrived")));
             }
         }
@@ -261,7 +286,7 @@ impl Terminal for Ws {
     }
 }
 
-async fn warren_side(state: PathBuf, warmup: usize, n: usize) -> Result<Side, Unavailable> {
+async fn warren_side(state: PathBuf, warmup: usize, n: usize, flood: Flood) -> Result<Side, Unavailable> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&state).map_err(err)?;
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
@@ -298,9 +323,9 @@ async fn warren_side(state: PathBuf, warmup: usize, n: usize) -> Result<Side, Un
         c.ready().await?;
         let echo = c.echo(warmup, n).await;
         let flood = match &echo {
-            Ok(_) => {
-                tokio::time::timeout(FLOOD_LIMIT, c.flood()).await.unwrap_or_else(|_| Err(err("the flood timed out")))
-            }
+            Ok(_) => tokio::time::timeout(FLOOD_LIMIT, c.flood(flood))
+                .await
+                .unwrap_or_else(|_| Err(err("the flood timed out"))),
             Err(e) => Err(e.clone()),
         };
         let _ = c.ws.close(None).await;
@@ -375,7 +400,7 @@ fn start_sshd() -> Result<Sshd, Unavailable> {
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n\
-         PrintMotd no\nPrintLastLog no\nUseDNS no\n",
+         PrintMotd no\nPrintLastLog no\nUseDNS no\nMaxSessions 200\nMaxStartups 200:30:400\nAcceptEnv SHLVL\n",
         host = d.join("host").display(),
         auth = d.join("authorized_keys").display()
     );
@@ -417,16 +442,32 @@ impl Drop for Ssh {
     }
 }
 
+/// `ssh` with the options of every connection to the loopback sshd (port, key, no host key
+/// checks, batch mode); the destination comes last, from the caller.
+fn ssh_cmd(sshd: &Sshd) -> Command {
+    ssh_cmd_with(sshd, &[])
+}
+
+/// [`ssh_cmd`] with more `-o` options.
+fn ssh_cmd_with(sshd: &Sshd, options: &[&str]) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-p")
+        .arg(sshd.port.to_string())
+        .arg("-i")
+        .arg(sshd.dir.path().join("user"))
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-o", "BatchMode=yes", "-o", "Compression=no"]);
+    for o in options {
+        c.args(["-o", o]);
+    }
+    c
+}
+
 impl Ssh {
     fn open(sshd: &Sshd) -> Result<Self, Unavailable> {
-        let mut child = Command::new("ssh")
+        let mut child = ssh_cmd(sshd)
             .arg("-tt")
-            .arg("-p")
-            .arg(sshd.port.to_string())
-            .arg("-i")
-            .arg(sshd.dir.path().join("user"))
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .args(["-o", "BatchMode=yes", "-o", "Compression=no", "root@127.0.0.1"])
+            .arg("root@127.0.0.1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -465,7 +506,7 @@ impl Terminal for Ssh {
     }
 }
 
-fn ssh_side(warmup: usize, n: usize) -> Result<Side, Unavailable> {
+fn ssh_side(warmup: usize, n: usize, flood: Flood) -> Result<Side, Unavailable> {
     let sshd = start_sshd()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(err)?;
     rt.block_on(async {
@@ -473,12 +514,122 @@ fn ssh_side(warmup: usize, n: usize) -> Result<Side, Unavailable> {
         tokio::time::timeout(STEP, ssh.ready()).await.map_err(|_| err("ssh login timed out"))??;
         let echo = ssh.echo(warmup, n).await;
         let flood = match &echo {
-            Ok(_) => {
-                tokio::time::timeout(FLOOD_LIMIT, ssh.flood()).await.unwrap_or_else(|_| Err(err("the flood timed out")))
-            }
+            Ok(_) => tokio::time::timeout(FLOOD_LIMIT, ssh.flood(flood))
+                .await
+                .unwrap_or_else(|_| Err(err("the flood timed out"))),
             Err(e) => Err(e.clone()),
         };
         let _ = ssh.send(b"exit\r").await;
         Ok(Side { echo, flood })
     })
+}
+
+// -------------------------------------------------------------------------------------------
+// The API exec row's peer
+
+/// The ssh control masters of [`ssh_exec`], stopped on drop.
+struct Masters(Vec<Child>);
+
+impl Drop for Masters {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The API load test's peer: `n` commands over OpenSSH to a loopback sshd, `concurrency` at once,
+/// each worker with an authenticated connection of its own (a control master; each command is
+/// `ssh -S CTL root@127.0.0.1 CMD`, a new session on it, as each API exec is a new request on a
+/// kept-alive HTTP connection), `true` and `echo load-i` alternately, each checked. Returns every
+/// command's wall time and the wall time of all of them.
+pub fn ssh_exec(n: usize, concurrency: usize) -> Result<(Samples, Duration), Unavailable> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The remote shell runs `CMD` without sourcing root's ~/.bashrc (Debian's bash sources it for
+    // sshd's commands unless SHLVL says it is nested): what a host's rc files do is not ssh's
+    // cost (on the development VM, pyenv's set-up there takes 0.4 s).
+    let ssh_cmd = |s: &Sshd| ssh_cmd_with(s, &["SetEnv=SHLVL=1"]);
+    let sshd = start_sshd()?;
+    let workers = concurrency.clamp(1, n.max(1));
+    let ctl = |w: usize| sshd.dir.path().join(format!("ctl-{w}"));
+    let mut masters = Masters(Vec::with_capacity(workers));
+    for w in 0..workers {
+        let child = ssh_cmd(&sshd)
+            .args(["-M", "-N", "-S"])
+            .arg(ctl(w))
+            .arg("root@127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(err)?;
+        masters.0.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for w in 0..workers {
+        loop {
+            let ok = ssh_cmd(&sshd)
+                .arg("-S")
+                .arg(ctl(w))
+                .args(["-O", "check", "root@127.0.0.1"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!("{workers} ssh control masters did not come up within 60 s")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Result<Vec<Duration>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (next, sshd, ctl, ssh_cmd) = (&next, &sshd, ctl(w), &ssh_cmd);
+                scope.spawn(move || {
+                    let mut took = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(took);
+                        }
+                        let (argv, expected) = crate::load::exec_of(i);
+                        let t = Instant::now();
+                        let out = ssh_cmd(sshd)
+                            .arg("-S")
+                            .arg(&ctl)
+                            .arg("root@127.0.0.1")
+                            .arg(argv.join(" "))
+                            .stdin(Stdio::null())
+                            .output()
+                            .map_err(|e| format!("starting ssh: {e}"))?;
+                        took.push(t.elapsed());
+                        if !out.status.success() || out.stdout != expected.as_bytes() {
+                            return Err(format!(
+                                "ssh command {i} ({}) ended with {}; stdout {:?}, stderr {:?}",
+                                argv.join(" "),
+                                out.status,
+                                String::from_utf8_lossy(&out.stdout),
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an ssh worker panicked".into()))).collect()
+    });
+    let wall = started.elapsed();
+    drop(masters);
+    let mut s = Samples::default();
+    for r in results {
+        s.total.extend(r.map_err(err)?);
+    }
+    Ok((s, wall))
 }

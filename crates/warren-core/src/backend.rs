@@ -31,6 +31,8 @@ pub enum BackendKind {
     Dir,
     /// Docker Engine API.
     Docker,
+    /// Docker Engine API, many users per container (the pooled mode of `[pool]`).
+    Pool,
 }
 
 impl BackendKind {
@@ -41,6 +43,7 @@ impl BackendKind {
             BackendKind::Ns => "ns",
             BackendKind::Dir => "dir",
             BackendKind::Docker => "docker",
+            BackendKind::Pool => "pool",
         }
     }
 }
@@ -59,7 +62,10 @@ impl FromStr for BackendKind {
             "ns" => Ok(Self::Ns),
             "dir" => Ok(Self::Dir),
             "docker" => Ok(Self::Docker),
-            other => Err(Error::InvalidRequest(format!("unknown backend {other:?}: expected auto, ns, dir or docker"))),
+            "pool" => Ok(Self::Pool),
+            other => {
+                Err(Error::InvalidRequest(format!("unknown backend {other:?}: expected auto, ns, dir, docker or pool")))
+            }
         }
     }
 }

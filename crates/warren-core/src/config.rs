@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::{BackendKind, Limits};
 use crate::error::{Error, Result};
+use crate::monitor::MonitorConfig;
 
 /// Warren's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,14 @@ pub struct Config {
     pub uid_count: u32,
     /// Snapshots: retention, storage and automatic triggers (the `[snapshots]` table).
     pub snapshots: SnapshotConfig,
+    /// The resource monitor (the `[monitor]` table).
+    pub monitor: MonitorConfig,
+    /// The docker backend's pooled mode (the `[pool]` table; the seed's `USE_CONTAINERS`).
+    pub pool: PoolConfig,
+    /// The image workspaces run (the seed's `CONTAINER_IMAGE`): a docker tag for `docker` and
+    /// `pool`; for `ns`, the root filesystem `warren image import` unpacked under
+    /// `{state_dir}/images/`. `None`: docker's default image, the host's programs on `ns`.
+    pub image: Option<String>,
 }
 
 impl Default for Config {
@@ -43,7 +52,78 @@ impl Default for Config {
             uid_base: 2_000_000,
             uid_count: 1 << 30,
             snapshots: SnapshotConfig::default(),
+            monitor: MonitorConfig::default(),
+            pool: PoolConfig::default(),
+            image: None,
         }
+    }
+}
+
+/// Checks an image name (a docker tag like `warren-workspace:latest` or `library/python:3.11`).
+pub fn check_image_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-@".contains(&b))
+        && !name.contains("..")
+        && !name.starts_with(['/', '.', '-', ':']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "image name {name:?} is not valid: use a docker-style tag (letters, digits, . _ : / - @), like warren-workspace:latest"
+        )))
+    }
+}
+
+/// Where `warren image import` unpacks image `name` for the `ns` backend:
+/// `{state_dir}/images/{name, '/' and ':' as '_'}/rootfs`.
+pub fn image_rootfs(state_dir: &std::path::Path, name: &str) -> Result<PathBuf> {
+    check_image_name(name)?;
+    let dir: String = name.chars().map(|c| if c == '/' || c == ':' { '_' } else { c }).collect();
+    Ok(state_dir.join("images").join(dir).join("rootfs"))
+}
+
+/// The `[pool]` table: many users share a few containers (the seed's pooled mode).
+///
+/// ```toml
+/// [pool]
+/// enabled = true            # USE_CONTAINERS=true: new workspaces go to the pool
+/// max_containers = 10       # MAX_CONTAINERS
+/// users_per_container = 20  # USERS_PER_CONTAINER
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// New workspaces are placed in the shared container pool (backend `pool`).
+    pub enabled: bool,
+    /// Most containers in the pool.
+    pub max_containers: u32,
+    /// Most users placed in one container.
+    pub users_per_container: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { enabled: false, max_containers: 10, users_per_container: 20 }
+    }
+}
+
+impl PoolConfig {
+    /// Rejects sizes that cannot work, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1000).contains(&self.max_containers) {
+            return Err(Error::InvalidRequest(format!(
+                "pool.max_containers (MAX_CONTAINERS) {} must be between 1 and 1000",
+                self.max_containers
+            )));
+        }
+        if !(1..=10_000).contains(&self.users_per_container) {
+            return Err(Error::InvalidRequest(format!(
+                "pool.users_per_container (USERS_PER_CONTAINER) {} must be between 1 and 10000",
+                self.users_per_container
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -240,7 +320,8 @@ mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let d = match Option::<Raw>::deserialize(d)? {
             None => return Ok(None),
-            Some(Raw::Secs(n)) => Duration::from_secs(n),
+            // Through the same parser as the text form, so both have the same range.
+            Some(Raw::Secs(n)) => super::parse_duration(&n.to_string()).map_err(serde::de::Error::custom)?,
             Some(Raw::Text(t)) => super::parse_duration(&t).map_err(serde::de::Error::custom)?,
         };
         Ok((!d.is_zero()).then_some(d))

@@ -44,6 +44,9 @@ pub enum Error {
     /// This backend or host cannot do it.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A capacity is used up: a workspace's disk quota, the container pool.
+    #[error("{0}")]
+    Exhausted(String),
     /// A deadline passed.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -82,6 +85,7 @@ impl Error {
             Error::AlreadyExists(_) => "already_exists",
             Error::Conflict(_) => "conflict",
             Error::Unsupported(_) => "unsupported",
+            Error::Exhausted(_) => "exhausted",
             Error::Timeout(_) => "timeout",
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => "not_found",
             Error::Io { .. } => "io",

@@ -74,6 +74,14 @@ pub struct Confined {
     owner: Option<(u32, u32)>,
 }
 
+impl AsFd for Confined {
+    /// The workspace directory (an `O_PATH` descriptor), for callers that walk the tree with their
+    /// own `*at` calls; they must resolve beneath it with `RESOLVE_BENEATH` like this module does.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
 /// `openat2`, retried on `EAGAIN`: with `RESOLVE_BENEATH` the kernel answers `EAGAIN` when a
 /// rename or mount anywhere on the system raced with resolving a `..` component (it cannot then
 /// prove the walk stayed beneath the root) and asks the caller to try again.

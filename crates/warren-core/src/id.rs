@@ -172,6 +172,15 @@ impl SnapshotId {
 }
 
 impl UserId {
+    /// Prefixes of the synthetic owners warren gives to the workspaces of coding sessions
+    /// (`code.`) and skill sandboxes (`skill.`). No token may name such a user.
+    pub const RESERVED_PREFIXES: [&'static str; 2] = ["code.", "skill."];
+
+    /// Whether this id belongs to warren itself (see [`Self::RESERVED_PREFIXES`]).
+    pub fn is_reserved(&self) -> bool {
+        Self::RESERVED_PREFIXES.iter().any(|p| self.as_str().starts_with(p))
+    }
+
     /// The Linux account name this user has inside a workspace.
     ///
     /// Deterministic and collision-free: a seed-style id (`u_` followed by `[a-z0-9_]`, at most

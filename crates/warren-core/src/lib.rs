@@ -4,7 +4,8 @@
 //! * [`path`]: paths *inside* a workspace, validated lexically, and [`fs`]: file operations
 //!   confined beneath a workspace directory by the kernel (`openat2(RESOLVE_BENEATH)`).
 //! * [`backend`]: the one [`Backend`] trait every isolation backend implements, and its types.
-//! * [`config`]: configuration types shared by the engine, server and CLI.
+//! * [`config`]: configuration types shared by the engine, server and CLI; [`monitor`]: the
+//!   resource monitor's policy.
 //! * [`error`]: the error enum all of the above return.
 //! * [`time`]: timestamps (milliseconds since the epoch, RFC 3339 on the wire).
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod id;
+pub mod monitor;
 pub mod path;
 pub mod time;
 

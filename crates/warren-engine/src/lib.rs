@@ -8,14 +8,15 @@
 //! * records every change in the store's audit trail;
 //! * on open, asks the backend how each stored workspace really is (the host is the truth) and
 //!   records where that differs from what was last asked for; first it repairs what a killed
-//!   snapshot or restore left behind (see [`snapshots`]);
+//!   snapshot, restore, start, create or destroy left behind (see [`snapshots`]);
 //! * takes, restores and manages snapshots, and runs the automatic ones ([`snapshots`]).
 //!
 //! The state a caller sees ([`WorkspaceInfo::state`]) always comes live from the backend.
 
+pub mod monitor;
 pub mod snapshots;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,8 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{field, info, warn, Span};
 use warren_backend_dir::DirBackend;
-use warren_backend_docker::DockerBackend;
+use warren_backend_docker::pool::{DockerPool, PoolOptions};
+use warren_backend_docker::{DockerBackend, DockerOptions};
 use warren_backend_ns::{HelperCmd, NsBackend};
 use warren_core::backend::blocking;
 use warren_core::config::Config;
@@ -38,6 +40,7 @@ use warren_core::{
 };
 use warren_store::{DesiredState, NewEvent, Store, StoreError, WorkspaceRecord};
 
+pub use monitor::{Enforcement, Usage};
 pub use snapshots::{Quiesce, RestoreOutcome, SnapshotOptions, TickReport};
 pub use warren_snapshot::{Manifest, Progress, ProgressFn, Trigger};
 pub use warren_store::{Event, Timestamp};
@@ -59,6 +62,8 @@ pub struct CreateOptions {
     /// The backend to hold this workspace (`None` or `Auto`: the engine's own pick). A workspace
     /// stays on the backend it was created with.
     pub backend: Option<BackendKind>,
+    /// The resource monitor's policy for this workspace (`None`: the configured default).
+    pub policy: Option<warren_core::monitor::MonitorPolicy>,
 }
 
 /// A workspace as a caller sees it.
@@ -96,6 +101,7 @@ pub struct Engine {
     store: Arc<Store>,
     locks: PathBuf,
     snap: snapshots::SnapState,
+    monitor: monitor::MonitorState,
 }
 
 impl Engine {
@@ -104,6 +110,8 @@ impl Engine {
     pub async fn open(cfg: Config, opts: EngineOptions) -> Result<Engine> {
         cfg.limits.validate().map_err(|e| Error::InvalidRequest(format!("configured default limits: {e}")))?;
         cfg.snapshots.validate()?;
+        cfg.monitor.policy.validate().map_err(|e| Error::InvalidRequest(format!("[monitor.policy]: {e}")))?;
+        cfg.pool.validate()?;
         check_uid_range(&cfg)?;
         let state = cfg.state_dir.clone();
         let locks = state.join("locks");
@@ -128,6 +136,7 @@ impl Engine {
             store,
             locks,
             snap,
+            monitor: monitor::MonitorState::default(),
         };
         engine.reconcile().await;
         Ok(engine)
@@ -156,6 +165,9 @@ impl Engine {
     pub async fn create(&self, user: &UserId, opts: CreateOptions) -> Result<WorkspaceInfo> {
         let limits = opts.limits.unwrap_or_else(|| self.cfg.limits.clone());
         limits.validate()?;
+        if let Some(p) = &opts.policy {
+            p.validate()?;
+        }
         let network = opts.network.unwrap_or(self.cfg.network);
         let kind = opts.backend.filter(|k| *k != BackendKind::Auto).unwrap_or(self.kind);
         let backend = self.backend_for(kind)?;
@@ -183,9 +195,21 @@ impl Engine {
         let event =
             NewEvent::new("create", json!({ "uid": uid, "backend": kind, "limits": rec.limits, "network": network }));
         let r = rec.clone();
-        self.db(move |s| s.insert_workspace(&r, &event)).await?;
+        // Until the directory exists too (a create killed in between is completed on recovery).
+        self.snap.mark(user, snapshots::CREATE_OP)?;
+        let policy = opts.policy.clone();
+        self.db(move |s| {
+            s.insert_workspace(&r, &event)?;
+            match &policy {
+                Some(p) => s.set_policy(&r.user, Some(p), &NewEvent::new("policy", json!({ "policy": p }))),
+                None => Ok(()),
+            }
+        })
+        .await?;
         let spec = spec_of(&rec);
-        if let Err(e) = backend.create(&spec).await {
+        let created = backend.create(&spec).await;
+        self.snap.unmark(user);
+        if let Err(e) = created {
             warn!(error = %e, "the backend failed to create the workspace; removing it again");
             if !matches!(e, Error::AlreadyExists(_)) {
                 if let Err(e2) = backend.destroy(&spec).await {
@@ -212,7 +236,10 @@ impl Engine {
 
     async fn start_locked(&self, user: &UserId, kind: &'static str) -> Result<WorkspaceInfo> {
         let (rec, backend) = self.lookup(user).await?;
-        let status = backend.start(&spec_of(&rec)).await?;
+        self.snap.mark(user, snapshots::START_OP)?;
+        let status = backend.start(&spec_of(&rec)).await;
+        self.snap.unmark(user);
+        let status = status?;
         let (u, event) = (user.clone(), NewEvent::new(kind, json!({ "pid": status.pid })));
         let rec = self.db(move |s| s.set_desired_state(&u, DesiredState::Running, &event)).await?;
         self.clear_suspended(user).await?;
@@ -264,9 +291,15 @@ impl Engine {
     pub async fn destroy(&self, user: &UserId) -> Result<()> {
         let _lock = self.lock(user).await?;
         let (rec, backend) = self.lookup(user).await?;
+        // The files go first, in one rename: a destroy killed midway leaves them whole or gone
+        // (and the next engine finishes it), never half deleted.
+        let home = self.set_aside_home(&backend, &spec_of(&rec)).await?;
         backend.destroy(&spec_of(&rec)).await?;
+        self.monitor.forget(user);
+        self.monitor.forget_usage(user);
         let (u, event) = (user.clone(), NewEvent::new("destroy", json!({})));
         self.db(move |s| s.delete_workspace(&u, &event)).await?;
+        self.drop_set_aside(user, home).await;
         info!("destroyed workspace");
         Ok(())
     }
@@ -326,6 +359,7 @@ impl Engine {
     pub async fn write_file(&self, user: &UserId, path: &WorkspacePath, data: Vec<u8>, mode: u32) -> Result<()> {
         let (rec, backend) = self.lookup(user).await?;
         self.snap.activity.touch(user);
+        self.check_disk_quota(&rec, &backend, data.len() as u64).await?;
         backend.write_file(&spec_of(&rec), path, data, mode).await
     }
 
@@ -350,7 +384,9 @@ impl Engine {
     pub async fn delete_file(&self, user: &UserId, path: &WorkspacePath, recursive: bool) -> Result<()> {
         let (rec, backend) = self.lookup(user).await?;
         self.snap.activity.touch(user);
-        backend.delete_file(&spec_of(&rec), path, recursive).await
+        let r = backend.delete_file(&spec_of(&rec), path, recursive).await;
+        self.monitor.forget_disk(user);
+        r
     }
 
     /// Resource usage of the user's workspace.
@@ -413,7 +449,7 @@ impl Engine {
             return Ok(b.clone());
         }
         info!(backend = %kind, "opening the {kind} backend for workspaces created with it");
-        let b = open_backend(kind, &self.cfg.state_dir, self.ns_helper.clone())?;
+        let b = open_backend(kind, &self.cfg, self.ns_helper.clone())?;
         others.insert(kind, b.clone());
         Ok(b)
     }
@@ -480,11 +516,13 @@ impl Engine {
             }
         };
         let debris = snapshots::restore_debris(&self.cfg.state_dir);
+        let stored: HashSet<String> = recs.iter().map(|r| r.user.as_str().to_owned()).collect();
         for rec in recs {
             if let Err(e) = self.reconcile_one(&rec, debris.contains(rec.user.as_str())).await {
                 warn!(user = %rec.user, workspace = %rec.workspace_id, error = %e, "reconcile failed");
             }
         }
+        self.recover_orphans(&stored, &debris).await;
     }
 
     async fn reconcile_one(&self, rec: &WorkspaceRecord, debris: bool) -> Result<()> {
@@ -498,7 +536,9 @@ impl Engine {
         let backend = self.backend_for(rec.backend)?;
         // What a killed snapshot or restore left: a frozen cgroup, a workspace stopped for an
         // archive, a restore's staging tree.
-        self.recover_locked(&rec, &backend, debris).await;
+        if self.recover_locked(&rec, &backend, debris).await {
+            return Ok(());
+        }
         let actual = backend.status(&spec_of(&rec)).await?.state;
         let agree = matches!(
             (rec.desired_state, actual),
@@ -600,6 +640,10 @@ fn open_lock_file(path: &Path) -> Result<File> {
 
 fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind, Arc<dyn Backend>)> {
     let kind = match cfg.backend {
+        BackendKind::Auto | BackendKind::Pool if cfg.pool.enabled => {
+            info!(backend = "pool", "backend pool: the container pool is enabled ([pool] enabled / USE_CONTAINERS)");
+            BackendKind::Pool
+        }
         BackendKind::Auto => match NsBackend::probe() {
             Ok(()) => {
                 info!(backend = "ns", "backend auto: picked ns (this host supports namespaces, cgroups and seccomp)");
@@ -621,10 +665,20 @@ fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind,
             kind
         }
     };
-    Ok((kind, open_backend(kind, &cfg.state_dir, helper)?))
+    Ok((kind, open_backend(kind, cfg, helper)?))
 }
 
-fn open_backend(kind: BackendKind, state: &Path, helper: Option<HelperCmd>) -> Result<Arc<dyn Backend>> {
+/// The docker options with the configured image, if any.
+fn docker_options(cfg: &Config) -> DockerOptions {
+    let mut o = DockerOptions::default();
+    if let Some(i) = &cfg.image {
+        o.image = i.clone();
+    }
+    o
+}
+
+fn open_backend(kind: BackendKind, cfg: &Config, helper: Option<HelperCmd>) -> Result<Arc<dyn Backend>> {
+    let state = cfg.state_dir.as_path();
     match kind {
         BackendKind::Dir => {
             DirBackend::probe().map_err(|why| Error::Unsupported(format!("the dir backend cannot run here: {why}")))?;
@@ -634,7 +688,8 @@ fn open_backend(kind: BackendKind, state: &Path, helper: Option<HelperCmd>) -> R
             NsBackend::probe().map_err(|why| {
                 Error::Unsupported(format!("the ns backend cannot run on this host: {why}; use --backend dir"))
             })?;
-            Ok(Arc::new(NsBackend::new(state, helper)?))
+            let image = cfg.image.as_deref().map(|n| warren_core::config::image_rootfs(state, n)).transpose()?;
+            Ok(Arc::new(NsBackend::new(state, helper)?.with_image(image)))
         }
         BackendKind::Docker => {
             DockerBackend::probe().map_err(|why| {
@@ -642,7 +697,19 @@ fn open_backend(kind: BackendKind, state: &Path, helper: Option<HelperCmd>) -> R
                     "the docker backend cannot run here: {why}; start dockerd or use --backend ns or dir"
                 ))
             })?;
-            Ok(Arc::new(DockerBackend::new(state)?))
+            Ok(Arc::new(DockerBackend::with_options(state, docker_options(cfg))?))
+        }
+        BackendKind::Pool => {
+            DockerBackend::probe().map_err(|why| {
+                Error::Unsupported(format!(
+                    "the container pool (USE_CONTAINERS) needs a docker daemon: {why}; start dockerd or turn the pool off"
+                ))
+            })?;
+            let pool = PoolOptions {
+                max_containers: cfg.pool.max_containers,
+                users_per_container: cfg.pool.users_per_container,
+            };
+            Ok(Arc::new(DockerPool::new(&cfg.state_dir, docker_options(cfg), pool)?))
         }
         BackendKind::Auto => Err(Error::Internal("backend 'auto' must be resolved before opening it".into())),
     }

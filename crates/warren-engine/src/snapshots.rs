@@ -27,12 +27,18 @@
 //! # After a crash
 //! Before freezing or stopping a workspace for a snapshot or restore, the engine writes a marker
 //! `{state}/run/snapshot/{user}.json` (what it was doing, whether the workspace was running) and
-//! removes it once the workspace is back as it was. When an engine opens, for every workspace
-//! whose lock is free (nobody is working on it): a marker means the process was killed midway,
-//! so the workspace is thawed and started again if it was running; a running workspace on a
-//! backend that can freeze is thawed in any case (a frozen cgroup nobody holds the lock for is
-//! debris); leftovers of an interrupted restore (`.{user}.restore-*` beside the workspace) are
-//! deleted ([`warren_snapshot::recover`]). Archives without a manifest (a killed create) are
+//! removes it once the workspace is back as it was; every start and create is bracketed by one
+//! too. When an engine opens, for every workspace whose lock is free (nobody is working on it): a
+//! marker means the process was killed midway, so the workspace is thawed and started again if
+//! it was running (a killed start is torn down instead unless it got as far as running: on `ns`
+//! the helper outlives warren and would leave an init no `init.json` names; a killed create gets
+//! its directory); a running workspace on a backend that can freeze is thawed in any case (a
+//! frozen cgroup nobody holds the lock for is debris); leftovers of an interrupted restore
+//! (`.{user}.restore-*` beside the workspace) are deleted ([`warren_snapshot::recover`]). A
+//! destroy first renames the home to `.{user}.restore-destroy-*`, so a killed one leaves the
+//! files whole or gone, never half deleted; found without the home, that name means the destroy
+//! is finished now. What killed operations left of users without a workspace (such names, a
+//! marker) is deleted too. Archives without a manifest (a killed create) are
 //! never listed, and are removed by [`Snapshots::cleanup_orphans`] once an hour old, the first
 //! time an engine touches snapshots and when the trigger loop starts.
 //!
@@ -173,7 +179,27 @@ pub(crate) struct SnapState {
     retry_after: Mutex<HashMap<UserId, SystemTime>>,
 }
 
+/// The marker's `op` while a workspace starts.
+pub(crate) const START_OP: &str = "start";
+/// The marker's `op` while a workspace is created.
+pub(crate) const CREATE_OP: &str = "create";
+/// The kind of a destroy's set-aside files among the `.{user}.restore-*` names.
+const DESTROY_KIND: &str = "destroy";
+
 impl SnapState {
+    /// Brackets a start or create ([`START_OP`], [`CREATE_OP`]) with a crash marker: one killed
+    /// midway can leave a half-done workspace that `status` cannot see (on `ns`, an init whose
+    /// `init.json` was never written; a stored workspace without its directory); the next
+    /// engine completes or undoes it (see the module docs).
+    pub(crate) fn mark(&self, user: &UserId, op: &str) -> Result<()> {
+        write_marker(&self.markers, user, op, false)
+    }
+
+    /// The operation is over (done or failed): removes the marker [`SnapState::mark`] wrote.
+    pub(crate) fn unmark(&self, user: &UserId) {
+        remove_marker(&self.markers, user);
+    }
+
     pub(crate) fn new(cfg: &Config, store: Arc<Store>) -> Self {
         Self {
             cfg: cfg.snapshots.clone(),
@@ -334,6 +360,21 @@ pub(crate) fn restore_debris(state_dir: &Path) -> HashSet<String> {
         .collect()
 }
 
+/// A destroy set the files of the workspace at `home` aside and was killed before it finished:
+/// no home, and a `.{user}.restore-destroy-*` beside where it was.
+fn destroy_unfinished(home: &Path) -> bool {
+    let (Some(parent), Some(name)) = (home.parent(), home.file_name().and_then(|n| n.to_str())) else {
+        return false;
+    };
+    if std::fs::symlink_metadata(home).is_ok() {
+        return false;
+    }
+    let prefix = format!(".{name}.restore-{DESTROY_KIND}-");
+    std::fs::read_dir(parent)
+        .map(|rd| rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))))
+        .unwrap_or(false)
+}
+
 /// What a snapshot or restore in progress wrote down in case it is killed.
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -341,6 +382,28 @@ struct Marker {
     was_running: bool,
     pid: u32,
     at: i64,
+}
+
+/// Writes the crash marker `{markers}/{user}.json` (see the module docs).
+fn write_marker(markers: &Path, user: &UserId, op: &str, was_running: bool) -> Result<()> {
+    std::fs::create_dir_all(markers).map_err(|e| Error::io(format!("creating {}", markers.display()), e))?;
+    let _ = std::fs::set_permissions(markers, std::fs::Permissions::from_mode(0o700));
+    let m = Marker { op: op.to_owned(), was_running, pid: std::process::id(), at: Timestamp::now().as_millis() };
+    let body = serde_json::to_vec(&m).map_err(|e| Error::Internal(e.to_string()))?;
+    let path = markers.join(format!("{user}.json"));
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+fn remove_marker(markers: &Path, user: &UserId) {
+    let path = markers.join(format!("{user}.json"));
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %e, "could not remove the snapshot marker");
+        }
+    }
 }
 
 /// Everything a snapshot job needs, owned, so it can run in a task of its own.
@@ -358,30 +421,12 @@ struct Job {
 }
 
 impl Job {
-    fn marker_path(&self) -> PathBuf {
-        self.markers.join(format!("{}.json", self.user))
-    }
-
     fn write_marker(&self, op: &str, was_running: bool) -> Result<()> {
-        std::fs::create_dir_all(&self.markers)
-            .map_err(|e| Error::io(format!("creating {}", self.markers.display()), e))?;
-        let _ = std::fs::set_permissions(&self.markers, std::fs::Permissions::from_mode(0o700));
-        let m = Marker { op: op.to_owned(), was_running, pid: std::process::id(), at: Timestamp::now().as_millis() };
-        let body = serde_json::to_vec(&m).map_err(|e| Error::Internal(e.to_string()))?;
-        let path = self.marker_path();
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, body)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        write_marker(&self.markers, &self.user, op, was_running)
     }
 
     fn remove_marker(&self) {
-        let path = self.marker_path();
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(path = %path.display(), error = %e, "could not remove the snapshot marker");
-            }
-        }
+        remove_marker(&self.markers, &self.user);
     }
 
     async fn event(&self, kind: &str, detail: serde_json::Value) {
@@ -844,12 +889,16 @@ impl Engine {
         Ok(self.lookup(user).await?.0)
     }
 
-    /// Repairs what a killed snapshot or restore left (called with the user's lock held; see
-    /// the module docs). Failures are logged.
-    pub(crate) async fn recover_locked(&self, rec: &WorkspaceRecord, backend: &Arc<dyn Backend>, debris: bool) {
+    /// Repairs what a killed snapshot, restore, start, create or destroy left (called with the
+    /// user's lock held; see the module docs). Failures are logged. True if the workspace is
+    /// gone: a killed destroy was finished.
+    pub(crate) async fn recover_locked(&self, rec: &WorkspaceRecord, backend: &Arc<dyn Backend>, debris: bool) -> bool {
         let spec = spec_of(rec);
         if debris {
             if let Some(hf) = backend.host_files(&spec) {
+                if destroy_unfinished(&hf.dir) {
+                    return self.finish_destroy(rec, backend, hf.dir).await;
+                }
                 match blocking(move || warren_snapshot::recover(&hf.dir).map_err(Error::from)).await {
                     Ok(n) if n > 0 => {
                         info!(user = %rec.user, removed = n, "removed leftovers of an interrupted restore")
@@ -867,7 +916,7 @@ impl Engine {
             Ok(s) => s.state,
             Err(e) => {
                 warn!(user = %rec.user, error = %e, "recovery: status failed");
-                return;
+                return false;
             }
         };
         let mut thawed = false;
@@ -882,16 +931,43 @@ impl Engine {
             if marker_path.with_extension("json.tmp").exists() {
                 let _ = std::fs::remove_file(marker_path.with_extension("json.tmp"));
             }
-            return;
+            return false;
         };
         warn!(user = %rec.user, op = %m.op, pid = m.pid, "a {} was interrupted (process {} died); putting the workspace back", m.op, m.pid);
+        if m.op == START_OP {
+            // Whatever the killed start got to that `status` does not count as running (on ns:
+            // an init it never recorded) is torn down; a start that recorded its init stands.
+            let torn_down = state != State::Running;
+            if torn_down {
+                if let Err(e) = backend.stop(&spec).await {
+                    warn!(user = %rec.user, error = %e, "recovery: tearing down the interrupted start failed");
+                    return false;
+                }
+            }
+            let _ = std::fs::remove_file(&marker_path);
+            self.user_event(&rec.user, "start_recovered", json!({ "pid": m.pid, "torn_down": torn_down })).await;
+            return false;
+        }
+        if m.op == CREATE_OP {
+            // The workspace is stored (the marker outlived the insert): make its directory too.
+            let completed = state == State::Absent;
+            if completed {
+                if let Err(e) = backend.create(&spec).await {
+                    warn!(user = %rec.user, error = %e, "recovery: completing the interrupted create failed");
+                    return false;
+                }
+            }
+            let _ = std::fs::remove_file(&marker_path);
+            self.user_event(&rec.user, "create_recovered", json!({ "pid": m.pid, "completed": completed })).await;
+            return false;
+        }
         let mut started = false;
         if m.was_running && state != State::Running {
             match backend.start(&spec).await {
                 Ok(_) => started = true,
                 Err(e) => {
                     warn!(user = %rec.user, error = %e, "recovery: starting the workspace again failed");
-                    return;
+                    return false;
                 }
             }
         }
@@ -902,6 +978,86 @@ impl Engine {
             json!({ "op": m.op, "pid": m.pid, "was_running": m.was_running, "thawed": thawed, "started": started }),
         )
         .await;
+        false
+    }
+
+    /// Moves the workspace's files out of the way in one rename, to `.{user}.restore-destroy-*`
+    /// beside them, so that a destroy killed midway leaves them whole or gone, never half
+    /// deleted. While that name exists without the home the destroy is unfinished, and the next
+    /// engine finishes it. Returns the home whose leftovers [`Engine::drop_set_aside`] deletes
+    /// (`None` if the backend keeps no files on the host).
+    pub(crate) async fn set_aside_home(
+        &self,
+        backend: &Arc<dyn Backend>,
+        spec: &WorkspaceSpec,
+    ) -> Result<Option<PathBuf>> {
+        let Some(hf) = backend.host_files(spec) else { return Ok(None) };
+        blocking(move || {
+            let home = hf.dir;
+            if std::fs::symlink_metadata(&home).is_err() {
+                return Ok(Some(home));
+            }
+            let aside = warren_snapshot::sibling_path(&home, DESTROY_KIND).map_err(Error::from)?;
+            std::fs::rename(&home, &aside)
+                .map_err(|e| Error::io(format!("moving {} aside to destroy it", home.display()), e))?;
+            if let Some(parent) = home.parent() {
+                let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+            }
+            Ok(Some(home))
+        })
+        .await
+    }
+
+    /// Deletes the files [`Engine::set_aside_home`] set aside (and the user's crash marker):
+    /// the last step of a destroy, after the workspace is forgotten.
+    pub(crate) async fn drop_set_aside(&self, user: &UserId, home: Option<PathBuf>) {
+        if let Some(home) = home {
+            if let Err(e) = blocking(move || warren_snapshot::recover(&home).map_err(Error::from)).await {
+                warn!(%user, error = %e, "deleting the destroyed workspace's files failed; the next engine start retries");
+            }
+        }
+        remove_marker(&self.snap.markers, user);
+    }
+
+    /// Finishes a destroy that was killed after it set the files aside. True if the workspace
+    /// is gone now.
+    async fn finish_destroy(&self, rec: &WorkspaceRecord, backend: &Arc<dyn Backend>, home: PathBuf) -> bool {
+        warn!(user = %rec.user, workspace = %rec.workspace_id, "a destroy was interrupted; finishing it");
+        if let Err(e) = backend.destroy(&spec_of(rec)).await {
+            warn!(user = %rec.user, error = %e, "recovery: finishing the interrupted destroy failed");
+            return false;
+        }
+        let (u, event) = (rec.user.clone(), NewEvent::new("destroy", json!({ "recovered": true })));
+        if let Err(e) = self.db(move |s| s.delete_workspace(&u, &event)).await {
+            warn!(user = %rec.user, error = %e, "recovery: forgetting the destroyed workspace failed");
+            return false;
+        }
+        self.drop_set_aside(&rec.user, Some(home)).await;
+        true
+    }
+
+    /// Deletes what killed operations left for users without a stored workspace (a destroy's
+    /// set-aside files, a restore's staging tree, a crash marker), under each user's lock.
+    pub(crate) async fn recover_orphans(&self, stored: &HashSet<String>, debris: &HashSet<String>) {
+        let markers: HashSet<String> = std::fs::read_dir(&self.snap.markers)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()?.strip_suffix(".json").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in debris.union(&markers).filter(|u| !stored.contains(*u)) {
+            let Ok(user) = UserId::new(name) else { continue };
+            let Ok(Some(_lock)) = self.try_lock(&user).await else { continue };
+            // Re-check under the lock: a create may have finished since the listing.
+            let u = user.clone();
+            if !matches!(self.db(move |s| s.get_workspace(&u)).await, Ok(None)) {
+                continue;
+            }
+            let home = self.cfg.state_dir.join("workspaces").join(user.as_str());
+            info!(%user, "removing what an interrupted operation left of a workspace that no longer exists");
+            self.drop_set_aside(&user, Some(home)).await;
+        }
     }
 
     /// Runs the automatic snapshots until the process ends: removes orphaned archives, then

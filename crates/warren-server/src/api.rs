@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warren_core::fs::{DirEntry, FileKind};
-use warren_core::{BackendKind, Limits, State, Stats};
-use warren_engine::{Event, Manifest, RestoreOutcome, Trigger, WorkspaceInfo};
+use warren_core::monitor::MonitorPolicy;
+use warren_core::{BackendKind, Limits, State};
+use warren_engine::{Event, Manifest, RestoreOutcome, Trigger, Usage, WorkspaceInfo};
 
 /// Resource limits of a workspace; `null` means unlimited.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -88,8 +89,10 @@ pub enum Backend {
     Ns,
     /// A directory and a uid per workspace.
     Dir,
-    /// Docker (planned).
+    /// A container per workspace (Docker Engine API).
     Docker,
+    /// A shared container of the pool, an account per user.
+    Pool,
 }
 
 impl From<BackendKind> for Backend {
@@ -97,6 +100,7 @@ impl From<BackendKind> for Backend {
         match b {
             BackendKind::Ns => Self::Ns,
             BackendKind::Docker => Self::Docker,
+            BackendKind::Pool => Self::Pool,
             BackendKind::Dir | BackendKind::Auto => Self::Dir,
         }
     }
@@ -108,6 +112,7 @@ impl From<Backend> for BackendKind {
             Backend::Ns => Self::Ns,
             Backend::Dir => Self::Dir,
             Backend::Docker => Self::Docker,
+            Backend::Pool => Self::Pool,
         }
     }
 }
@@ -165,33 +170,121 @@ pub struct CreateWorkspace {
     pub limits: Option<serde_json::Map<String, serde_json::Value>>,
     /// Network beyond loopback (default: the server's setting).
     pub network: Option<bool>,
+    /// The resource monitor's policy (admin only; default: the server's `[monitor.policy]`).
+    pub policy: Option<PolicyBody>,
 }
 
-/// Resource usage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Resource usage against the workspace's limits, and the monitor policy that applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatsBody {
-    /// CPU time used since start, nanoseconds.
-    pub cpu_usage_ns: u64,
+    /// Its state on the host.
+    pub state: WorkspaceState,
+    /// CPU use over the last sampling window, percent of one core (150 = 1.5 cores busy);
+    /// `null` when the workspace is not running.
+    pub cpu_percent: Option<f64>,
+    /// CPU limit, percent of one core (100 per core); `null`: none.
+    pub cpu_limit_percent: Option<f64>,
     /// Memory in use, bytes.
     pub memory_bytes: u64,
     /// Memory limit, bytes, if any.
     pub memory_limit_bytes: Option<u64>,
     /// Processes and threads.
     pub pids: u64,
+    /// Pids limit, if any.
+    pub pids_limit: Option<u32>,
     /// Disk used by the workspace's files, bytes.
     pub disk_bytes: u64,
+    /// Disk limit (quota), bytes, if any.
+    pub disk_limit_bytes: Option<u64>,
+    /// Use of each limited resource (`cpu`, `memory`, `pids`, `disk`), percent of its limit.
+    pub percent: BTreeMap<String, f64>,
+    /// Resources above the policy's threshold now.
+    pub over: Vec<String>,
+    /// The monitor policy that applies.
+    pub policy: PolicyBody,
 }
 
-impl From<Stats> for StatsBody {
-    fn from(s: Stats) -> Self {
+impl From<Usage> for StatsBody {
+    fn from(u: Usage) -> Self {
         Self {
-            cpu_usage_ns: s.cpu_usage_ns,
-            memory_bytes: s.memory_bytes,
-            memory_limit_bytes: s.memory_limit_bytes,
-            pids: s.pids,
-            disk_bytes: s.disk_bytes,
+            state: u.state.into(),
+            cpu_percent: u.cpu_percent,
+            cpu_limit_percent: u.cpu_limit_percent,
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            pids: u.pids,
+            pids_limit: u.pids_limit,
+            disk_bytes: u.disk_bytes,
+            disk_limit_bytes: u.disk_limit_bytes,
+            percent: u.percent.into_iter().map(|(r, v)| (r.as_str().to_owned(), v)).collect(),
+            over: u.over.iter().map(|r| r.as_str().to_owned()).collect(),
+            policy: u.policy.into(),
         }
     }
+}
+
+/// A workspace's resource-monitor policy: thresholds in percent of its own limits, how long
+/// one may stay exceeded, and what happens then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    /// `warn` (an event), `stop` (the workspace is stopped) or `kill` (every process killed,
+    /// the workspace started again).
+    #[schema(example = "stop")]
+    pub action: String,
+    /// Seconds a threshold may stay exceeded before the action.
+    #[serde(default)]
+    pub grace_secs: u64,
+    /// CPU threshold, percent of the CPU limit; `null`: not watched.
+    #[serde(default)]
+    pub cpu_percent: Option<u32>,
+    /// Memory threshold, percent of the memory limit.
+    #[serde(default)]
+    pub memory_percent: Option<u32>,
+    /// Pids threshold, percent of the pids limit.
+    #[serde(default)]
+    pub pids_percent: Option<u32>,
+    /// Disk threshold, percent of the disk limit (100: the quota itself).
+    #[serde(default)]
+    pub disk_percent: Option<u32>,
+}
+
+impl From<MonitorPolicy> for PolicyBody {
+    fn from(p: MonitorPolicy) -> Self {
+        Self {
+            action: p.action.as_str().to_owned(),
+            grace_secs: p.grace_secs,
+            cpu_percent: p.cpu_percent,
+            memory_percent: p.memory_percent,
+            pids_percent: p.pids_percent,
+            disk_percent: p.disk_percent,
+        }
+    }
+}
+
+impl TryFrom<PolicyBody> for MonitorPolicy {
+    type Error = warren_core::Error;
+    fn try_from(b: PolicyBody) -> Result<Self, Self::Error> {
+        let p = MonitorPolicy {
+            action: b.action.parse()?,
+            grace_secs: b.grace_secs,
+            cpu_percent: b.cpu_percent,
+            memory_percent: b.memory_percent,
+            pids_percent: b.pids_percent,
+            disk_percent: b.disk_percent,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// `PUT /v1/workspaces/{user}/policy`: a policy of the workspace's own, or `null` for the
+/// configured default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPolicy {
+    /// The policy; `null` returns the workspace to the configured default.
+    pub policy: Option<PolicyBody>,
 }
 
 /// How command output (and input) bytes are carried in JSON.

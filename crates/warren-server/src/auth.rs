@@ -143,6 +143,13 @@ impl Authenticator {
     /// Builds the verifier from the configuration; in development mode (no key source) it
     /// loads or creates `{state_dir}/dev-secret`. A JWKS is not fetched here ([`Self::warm_up`]).
     pub fn new(cfg: &AuthConfig, state_dir: &std::path::Path) -> Result<Self> {
+        if cfg.leeway_secs > MAX_LEEWAY_SECS {
+            // A huge leeway accepts long-expired tokens (and overflows the library's clock math).
+            return Err(Error::InvalidRequest(format!(
+                "auth.leeway_secs (WARREN_JWT_LEEWAY_SECS) {} is more than {MAX_LEEWAY_SECS}: it is for clock skew, not token lifetime",
+                cfg.leeway_secs
+            )));
+        }
         let sources =
             [cfg.jwks_url.is_some(), cfg.public_key_file.is_some(), cfg.secret.is_some() || cfg.secret_file.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
@@ -373,6 +380,12 @@ impl Authenticator {
             Some(_) => return Err(unauth(format!("claim '{}' is not a string", self.user_claim))),
             None => return Err(unauth(format!("token has no '{}' claim naming the user", self.user_claim))),
         };
+        if user.is_reserved() {
+            return Err(unauth(format!(
+                "claim '{}' names {user}, a reserved id (warren's own workspaces of coding sessions and skills)",
+                self.user_claim
+            )));
+        }
         let admin = match claims.get(&self.admin_claim) {
             Some(Value::String(s)) => s == &self.admin_value || s.split_whitespace().any(|p| p == self.admin_value),
             Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(self.admin_value.as_str())),
@@ -381,6 +394,9 @@ impl Authenticator {
         Ok(Principal { user, admin })
     }
 }
+
+/// The most clock skew `leeway_secs` may allow.
+pub const MAX_LEEWAY_SECS: u64 = 600;
 
 /// A JWKS cache.
 struct Jwks {

@@ -15,10 +15,10 @@
 //! | `server.terminal_reconnect_secs` | `WARREN_TERMINAL_RECONNECT_SECS` | 300 | a disconnected terminal session waits this long to be re-attached |
 //! | `server.terminal_idle_secs` | `WARREN_TERMINAL_IDLE_SECS` | 3600 | a terminal session without input or output this long is closed |
 //! | `server.terminal_max_sessions` | `WARREN_TERMINAL_MAX_SESSIONS` | 8 | terminal sessions per user |
-//! | `server.use_containers` | `USE_CONTAINERS` | false | the seed's pooled container mode (not built yet: logged, no effect) |
-//! | `server.max_containers` | `MAX_CONTAINERS` | none | docker backend: most containers (no effect yet) |
-//! | `server.users_per_container` | `USERS_PER_CONTAINER` | none | docker backend: users per container (no effect yet) |
-//! | `server.container_image` | `CONTAINER_IMAGE` | none | docker backend: image (no effect yet) |
+//! | `server.use_containers` | `USE_CONTAINERS` | false | the seed's pooled mode: new workspaces go to the container pool (backend `pool`; `[pool] enabled`) |
+//! | `server.max_containers` | `MAX_CONTAINERS` | 10 | most containers in the pool (`[pool] max_containers`) |
+//! | `server.users_per_container` | `USERS_PER_CONTAINER` | 20 | most users per pooled container (`[pool] users_per_container`) |
+//! | `server.container_image` | `CONTAINER_IMAGE` | `warren-workspace:latest` | the image of workspaces (the top-level `image`): a docker tag for docker and pool, an imported root filesystem for ns (`warren image import`) |
 //! | `auth.jwks_url` | `WARREN_JWKS_URL` | none | verify tokens against this JWKS (Auth0, Keycloak, Clerk, Supabase, ...) |
 //! | `auth.public_key_file` | `WARREN_JWT_PUBLIC_KEY_FILE` | none | ... or against this PEM public key (RSA, P-256 or Ed25519) |
 //! | `auth.secret_file` | `WARREN_JWT_SECRET_FILE` | none | ... or HS256 with the secret in this file |
@@ -84,6 +84,10 @@ pub struct ServerConfig {
 
 /// Default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Longest time any `*_secs` setting may give (10^12 s, the range of durations in
+/// `warren_core::config::parse_duration`).
+pub const MAX_SECS: u64 = 1_000_000_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -360,6 +364,19 @@ impl ServerConfig {
         if self.terminal_reconnect_secs == 0 || self.terminal_idle_secs == 0 || self.terminal_max_sessions == 0 {
             return Err(bad("server.terminal_*", "0", "terminal timeouts and the session limit must be at least 1"));
         }
+        // Deadlines are `now + setting`: a value near u64::MAX would overflow (and panic) there.
+        for (name, v) in [
+            ("server.request_timeout_secs", self.request_timeout_secs),
+            ("server.exec_timeout_secs", self.exec_timeout_secs),
+            ("server.max_exec_timeout_secs", self.max_exec_timeout_secs),
+            ("server.shutdown_grace_secs", self.shutdown_grace_secs),
+            ("server.terminal_reconnect_secs", self.terminal_reconnect_secs),
+            ("server.terminal_idle_secs", self.terminal_idle_secs),
+        ] {
+            if v > MAX_SECS {
+                return Err(bad(name, &v.to_string(), format!("must be at most {MAX_SECS} seconds")));
+            }
+        }
         if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
             return Err(bad("server.rate_limit_burst", "0", "must be at least 1 when rate_limit_rps is set"));
         }
@@ -373,21 +390,11 @@ impl ServerConfig {
         }
         let mut notes = Vec::new();
         if self.use_containers {
-            notes.push(
-                "USE_CONTAINERS=true asks for the docker backend, which this build does not have yet: \
-                 workspaces use the configured backend (see `backend`), not containers"
-                    .to_owned(),
-            );
-        }
-        let docker_only = [
-            ("MAX_CONTAINERS", self.max_containers.map(|v| v.to_string())),
-            ("USERS_PER_CONTAINER", self.users_per_container.map(|v| v.to_string())),
-            ("CONTAINER_IMAGE", self.container_image.clone()),
-        ];
-        for (name, v) in docker_only {
-            if let Some(v) = v {
-                notes.push(format!("{name}={v} is valid but only applies to the docker backend's pooled mode, which is not built yet: it has no effect"));
-            }
+            notes.push(format!(
+                "USE_CONTAINERS=true: new workspaces go to the container pool ({} containers of {} users at most)",
+                self.max_containers.unwrap_or(10),
+                self.users_per_container.unwrap_or(20)
+            ));
         }
         Ok(notes)
     }
@@ -427,8 +434,8 @@ mod tests {
         assert_eq!(a.algorithms, Some(vec!["RS256".to_owned(), "ES256".to_owned()]));
         assert_eq!(s.rate_limit_rps, 0);
         let notes = s.validate().expect("valid");
-        assert_eq!(notes.len(), 4, "{notes:?}");
-        assert!(notes[0].contains("not have yet"), "{notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("container pool"), "{notes:?}");
     }
 
     #[test]

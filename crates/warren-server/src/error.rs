@@ -46,6 +46,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::AlreadyExists(_) | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Exhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
         Error::Io { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

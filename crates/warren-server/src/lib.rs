@@ -205,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{user}/start", post(start_workspace))
         .route("/v1/workspaces/{user}/stop", post(stop_workspace))
         .route("/v1/workspaces/{user}/stats", get(stats))
+        .route("/v1/workspaces/{user}/policy", get(get_policy).put(set_policy))
         .route("/v1/workspaces/{user}/exec", post(exec))
         .route("/v1/workspaces/{user}/exec/stream", post(exec_stream))
         .route("/v1/workspaces/{user}/files", get(list_files))
@@ -271,9 +272,10 @@ async fn cut_at_shutdown(State(s): State<AppState>, req: Request, next: Next) ->
 
 async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let route = route_of(&req);
-    if route.contains("/exec") || route.contains("/snapshot") {
+    if route.contains("/exec") || route.contains("/snapshot") || route.starts_with("/v1/skills") {
         // exec runs under its own timeout; a snapshot or restore takes as long as the tree needs
-        // (and finishes even if its caller goes away).
+        // (and finishes even if its caller goes away); skill builds and tools run under the
+        // skill's timeouts.
         return next.run(req).await;
     }
     let secs = s.cfg.request_timeout_secs;
@@ -332,7 +334,8 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     paths(
         routes::healthz, routes::readyz, routes::metrics, routes::openapi_json, routes::whoami,
         routes::create_workspace, routes::list_workspaces, routes::get_workspace, routes::start_workspace,
-        routes::stop_workspace, routes::destroy_workspace, routes::stats, routes::events,
+        routes::stop_workspace, routes::destroy_workspace, routes::stats, routes::get_policy, routes::set_policy,
+        routes::events,
         routes::exec, routes::exec_stream,
         routes::list_files, routes::read_file, routes::write_file, routes::delete_file,
         routes::get_archive, routes::put_archive,

@@ -86,6 +86,32 @@ impl Metrics {
         let _ = writeln!(out, "warren_up {}", u8::from(up));
         out
     }
+
+    /// Per-workspace gauges from the resource monitor's last sample of each workspace.
+    pub fn render_usage(out: &mut String, usage: &[warren_engine::Usage]) {
+        type Gauge = (&'static str, &'static str, fn(&warren_engine::Usage) -> Option<f64>);
+        let gauges: [Gauge; 8] = [
+            ("warren_workspace_cpu_percent", "CPU use, percent of one core, over the last window.", |u| u.cpu_percent),
+            ("warren_workspace_memory_bytes", "Memory in use.", |u| Some(u.memory_bytes as f64)),
+            ("warren_workspace_memory_limit_bytes", "Memory limit.", |u| u.memory_limit_bytes.map(|v| v as f64)),
+            ("warren_workspace_pids", "Processes and threads.", |u| Some(u.pids as f64)),
+            ("warren_workspace_pids_limit", "Pids limit.", |u| u.pids_limit.map(f64::from)),
+            ("warren_workspace_disk_bytes", "Bytes of the workspace's files.", |u| Some(u.disk_bytes as f64)),
+            ("warren_workspace_disk_limit_bytes", "Disk limit (quota).", |u| u.disk_limit_bytes.map(|v| v as f64)),
+            ("warren_workspace_over_threshold", "Resources over the monitor threshold now.", |u| {
+                Some(u.over.len() as f64)
+            }),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help} From the resource monitor's last sample.");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for u in usage {
+                if let Some(v) = get(u) {
+                    let _ = writeln!(out, "{name}{{user=\"{}\",backend=\"{}\"}} {v}", esc(u.user.as_str()), u.backend);
+                }
+            }
+        }
+    }
 }
 
 fn esc(s: &str) -> String {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use warren_core::backend::blocking;
+use warren_core::monitor::MonitorPolicy;
 use warren_core::{ExecControl, ExecEvent, ExecRequest, Limits, SnapshotId, WorkspacePath};
 use warren_engine::{CreateOptions, SnapshotOptions};
 
@@ -146,7 +147,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             false
         }
     };
-    let text = s.metrics.render(&by_state, up);
+    let mut text = s.metrics.render(&by_state, up);
+    crate::metrics::Metrics::render_usage(&mut text, &s.engine.last_usage());
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
@@ -197,21 +199,27 @@ pub async fn create_workspace(
         Some(u) => c.target(u)?,
         None => c.target("me")?,
     };
-    let limits = match body.limits {
+    let limits = body.limits.map(|patch| limits_patch(&s, patch)).transpose()?;
+    let policy = match body.policy {
         None => None,
-        Some(patch) => {
-            let mut base = match serde_json::to_value(&s.engine.config().limits) {
-                Ok(serde_json::Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
-            };
-            base.extend(patch);
-            let l: Limits = serde_json::from_value(serde_json::Value::Object(base))
-                .map_err(|e| ApiError::bad_request(format!("limits: {e}")))?;
-            Some(l)
+        Some(_) if !c.principal.admin => {
+            return Err(ApiError::forbidden("only an admin may set a workspace's monitor policy"));
         }
+        Some(p) => Some(MonitorPolicy::try_from(p)?),
     };
-    let info = s.engine.create(&user, CreateOptions { limits, network: body.network, ..Default::default() }).await?;
+    let opts = CreateOptions { limits, network: body.network, policy, ..Default::default() };
+    let info = s.engine.create(&user, opts).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
+}
+
+/// The configured default limits with the keys of `patch` over them (`null`: unlimited).
+pub(crate) fn limits_patch(s: &AppState, patch: serde_json::Map<String, serde_json::Value>) -> ApiResult<Limits> {
+    let mut base = match serde_json::to_value(&s.engine.config().limits) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    base.extend(patch);
+    serde_json::from_value(serde_json::Value::Object(base)).map_err(|e| ApiError::bad_request(format!("limits: {e}")))
 }
 
 /// Lists workspaces: every one for an admin, the caller's own (zero or one) otherwise.
@@ -287,7 +295,8 @@ pub async fn destroy_workspace(
     Ok(Json(Destroyed { destroyed: user.to_string() }))
 }
 
-/// Resource usage.
+/// Resource usage against the workspace's limits (CPU percent over the last monitor window, or
+/// over a quarter second measured now), and the monitor policy that applies.
 #[utoipa::path(get, path = "/v1/workspaces/{user}/stats", tag = "workspaces", security(("bearer" = [])),
     params(("user" = String, Path, description = "the owner, or `me`")),
     responses((status = 200, body = StatsBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -297,7 +306,41 @@ pub async fn stats(
     Path(user): Path<String>,
 ) -> ApiResult<Json<StatsBody>> {
     let user = c.target(&user)?;
-    Ok(Json(s.engine.stats(&user).await?.into()))
+    Ok(Json(s.engine.usage(&user, Duration::from_millis(250)).await?.into()))
+}
+
+/// The workspace's resource-monitor policy.
+#[utoipa::path(get, path = "/v1/workspaces/{user}/policy", tag = "workspaces", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner, or `me`")),
+    responses((status = 200, body = PolicyBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_policy(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<PolicyBody>> {
+    let user = c.target(&user)?;
+    s.engine.status(&user).await?;
+    Ok(Json(s.engine.policy(&user).await?.into()))
+}
+
+/// Sets the workspace's resource-monitor policy (admin only: the policy is the operator's
+/// enforcement, not the tenant's choice).
+#[utoipa::path(put, path = "/v1/workspaces/{user}/policy", tag = "workspaces", security(("bearer" = [])),
+    params(("user" = String, Path, description = "the owner")), request_body = SetPolicy,
+    responses((status = 200, body = PolicyBody), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_policy(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<SetPolicy>,
+) -> ApiResult<Json<PolicyBody>> {
+    let user = c.target(&user)?;
+    if !c.principal.admin {
+        return Err(ApiError::forbidden("only an admin may set a workspace's monitor policy"));
+    }
+    let policy = body.policy.map(MonitorPolicy::try_from).transpose()?;
+    Ok(Json(s.engine.set_policy(&user, policy).await?.into()))
 }
 
 /// `GET /v1/events` query.
@@ -331,7 +374,7 @@ pub async fn events(
 // ---------------------------------------------------------------------------------------------
 // Exec
 
-fn exec_request(s: &AppState, b: ExecBody) -> ApiResult<(ExecRequest, Option<Vec<u8>>, Duration)> {
+pub(crate) fn exec_request(s: &AppState, b: ExecBody) -> ApiResult<(ExecRequest, Option<Vec<u8>>, Duration)> {
     let stdin = match (b.stdin, b.stdin_base64) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give stdin or stdin_base64, not both")),
         (Some(t), None) => Some(t.into_bytes()),
@@ -362,7 +405,7 @@ fn exec_request(s: &AppState, b: ExecBody) -> ApiResult<(ExecRequest, Option<Vec
     Ok((req, stdin, timeout))
 }
 
-fn encode(bytes: &[u8], enc: Encoding) -> String {
+pub(crate) fn encode(bytes: &[u8], enc: Encoding) -> String {
     match enc {
         Encoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
         Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),

@@ -378,3 +378,26 @@ fn misconfigurations_are_refused_with_a_reason() {
         "unknown algorithm",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_subjects_are_refused() {
+    let (srv, _jwks, rsa) = setup(30).await;
+    // A valid signature does not make a token able to own a coding session's or a skill's workspace.
+    for sub in ["code.0123456789ab", "skill.0123456789ab"] {
+        assert_refused(&srv, &rsa.token(&claims(sub)), sub).await;
+    }
+    // Positive control: the same signer, an ordinary subject.
+    let (status, _) = srv.call(reqwest::Method::GET, "/v1/whoami", Some(&rsa.token(&claims("code-1"))), None).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_leeway_beyond_clock_skew_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = warren_server::config::AuthConfig { secret: Some("s".repeat(32)), ..Default::default() };
+    cfg.leeway_secs = warren_server::auth::MAX_LEEWAY_SECS;
+    warren_server::auth::Authenticator::new(&cfg, tmp.path()).expect("the maximum is fine");
+    cfg.leeway_secs = u64::MAX;
+    let err = warren_server::auth::Authenticator::new(&cfg, tmp.path()).expect_err("a huge leeway");
+    assert!(err.to_string().contains("leeway_secs"), "{err}");
+}

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+use warren_core::monitor::MonitorPolicy;
 use warren_core::{BackendKind, Limits, UserId, WorkspaceId};
 
 pub use error::StoreError;
@@ -82,6 +83,33 @@ const MIGRATIONS: &[&str] = &[
         suspended     INTEGER NOT NULL DEFAULT 0 CHECK (suspended IN (0, 1)),
         last_daily    INTEGER
     ) STRICT;
+    ",
+    // 3: a workspace's own resource-monitor policy (absent: the configured default).
+    "
+    CREATE TABLE workspace_policy (
+        user_id TEXT NOT NULL PRIMARY KEY REFERENCES workspaces (user_id) ON DELETE CASCADE,
+        policy  TEXT NOT NULL
+    ) STRICT;
+    ",
+    // 4: the `pool` backend (SQLite cannot change a CHECK in place: rebuild the table; foreign
+    // keys are off while migrating, so the rows that refer to it stay).
+    "
+    CREATE TABLE workspaces_v4 (
+        user_id       TEXT    NOT NULL PRIMARY KEY,
+        workspace_id  TEXT    NOT NULL UNIQUE,
+        uid           INTEGER NOT NULL UNIQUE,
+        username      TEXT    NOT NULL,
+        backend       TEXT    NOT NULL CHECK (backend IN ('ns', 'dir', 'docker', 'pool')),
+        desired_state TEXT    NOT NULL CHECK (desired_state IN ('stopped', 'running')),
+        limits        TEXT    NOT NULL CHECK (json_valid(limits)),
+        network       INTEGER NOT NULL CHECK (network IN (0, 1)),
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        FOREIGN KEY (user_id, uid) REFERENCES uid_allocations (user_id, uid)
+    ) STRICT;
+    INSERT INTO workspaces_v4 SELECT * FROM workspaces;
+    DROP TABLE workspaces;
+    ALTER TABLE workspaces_v4 RENAME TO workspaces;
     ",
 ];
 
@@ -219,8 +247,10 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         set_wal(&conn, &path)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+        // Off while migrating: a migration that rebuilds a table must not cascade its drop.
+        conn.pragma_update(None, "foreign_keys", false).map_err(open_err)?;
         migrate(&mut conn, &path)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
         tracing::debug!(path = %path.display(), version = SCHEMA_VERSION, "state store open");
         Ok(Self { conn: Mutex::new(conn), path })
     }
@@ -482,6 +512,44 @@ impl Store {
             .map(Option::unwrap_or_default)
     }
 
+    /// Sets the user's workspace's own monitor policy (`None`: back to the configured default),
+    /// recording `event` with it in one transaction. `NotFound` if the user has no workspace.
+    pub fn set_policy(&self, user: &UserId, policy: Option<&MonitorPolicy>, event: &NewEvent) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = immediate(&mut conn)?;
+        let ws = get(&tx, user)?.ok_or_else(|| StoreError::NotFound(user.clone()))?.workspace_id;
+        match policy {
+            Some(p) => {
+                let text = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
+                tx.execute(
+                    "INSERT INTO workspace_policy (user_id, policy) VALUES (?1, ?2)
+                     ON CONFLICT (user_id) DO UPDATE SET policy = excluded.policy",
+                    params![user.as_str(), text],
+                )
+                .ctx("storing a monitor policy")?;
+            }
+            None => {
+                tx.execute("DELETE FROM workspace_policy WHERE user_id = ?1", [user.as_str()])
+                    .ctx("removing a monitor policy")?;
+            }
+        }
+        insert_event(&tx, Some(user), Some(&ws), event)?;
+        tx.commit().ctx("committing a monitor policy")
+    }
+
+    /// The user's workspace's own monitor policy, if it has one.
+    pub fn policy(&self, user: &UserId) -> Result<Option<MonitorPolicy>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row("SELECT policy FROM workspace_policy WHERE user_id = ?1", [user.as_str()], |r| r.get(0))
+            .optional()
+            .ctx("reading a monitor policy")?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("monitor policy of {user}: {e}")))
+        })
+        .transpose()
+    }
+
     /// Records an event on its own; returns its id.
     pub fn record_event(
         &self,
@@ -591,6 +659,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
             continue;
         }
         tx.execute_batch(sql).ctx(&format!("applying schema migration {target}"))?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .ctx("checking foreign keys after a migration")?;
+        if let Some(table) = broken {
+            return Err(StoreError::Corrupt(format!(
+                "schema migration {target} would leave rows of table {table} without their parent; nothing was changed"
+            )));
+        }
         tx.pragma_update(None, "user_version", target).ctx("setting the schema version")?;
         tx.commit().ctx(&format!("committing schema migration {target}"))?;
         tracing::info!(path = %path.display(), version = target, "migrated state database");
@@ -708,4 +785,53 @@ fn get(conn: &Connection, user: &UserId) -> Result<Option<WorkspaceRecord>> {
         .ctx("looking up a workspace")?
         .map(RawRecord::parse)
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-3 database with a workspace, its activity and its policy migrates to the
+    /// `pool`-capable schema without losing a row (the table rebuild must not cascade).
+    #[test]
+    fn migration_4_keeps_rows_that_refer_to_workspaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "foreign_keys", true).expect("fk on");
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.pragma_update(None, "user_version", 3).expect("version 3");
+            conn.execute_batch(
+                "INSERT INTO uid_allocations VALUES ('u_old', 2000001, 1);
+                 INSERT INTO workspaces VALUES ('u_old', 'ws_old', 2000001, 'u_old', 'ns', 'running', '{}', 0, 1, 1);
+                 INSERT INTO workspace_activity VALUES ('u_old', 5, 0, NULL);
+                 INSERT INTO workspace_policy VALUES ('u_old', '{\"action\":\"stop\"}');",
+            )
+            .expect("old rows");
+            conn.execute("INSERT INTO uid_allocations VALUES ('u_p', 2000002, 1)", []).expect("uid");
+            let refused = conn.execute(
+                "INSERT INTO workspaces VALUES ('u_p', 'ws_p', 2000002, 'u_p', 'pool', 'running', '{}', 0, 1, 1)",
+                [],
+            );
+            assert!(refused.is_err(), "positive control: version 3 knows no pool backend");
+        }
+        let store = Store::open(&path).expect("migrate");
+        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        let conn = store.conn();
+        let count = |t: &str| conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0));
+        assert_eq!(count("workspaces").expect("count"), 1);
+        assert_eq!(count("workspace_activity").expect("count"), 1, "activity survived the rebuild");
+        assert_eq!(count("workspace_policy").expect("count"), 1, "the policy survived the rebuild");
+        conn.execute_batch(
+            "INSERT INTO uid_allocations VALUES ('u_pool', 2000003, 1);
+             INSERT INTO workspaces VALUES ('u_pool', 'ws_pool', 2000003, 'u_pool', 'pool', 'stopped', '{}', 0, 1, 1);",
+        )
+        .expect("a pool workspace fits the new schema");
+        // Foreign keys are on again: deleting a workspace still cascades.
+        conn.execute("DELETE FROM workspaces WHERE user_id = 'u_old'", []).expect("delete");
+        assert_eq!(count("workspace_policy").expect("count"), 0);
+    }
 }

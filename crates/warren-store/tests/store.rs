@@ -330,3 +330,25 @@ fn workspace_activity_is_kept_and_goes_with_the_workspace() {
     assert_eq!(store.activity(&u).expect("activity"), warren_store::Activity::default(), "deleted with it");
     store.integrity_check().expect("integrity");
 }
+
+#[test]
+fn monitor_policies_are_kept_per_workspace_and_go_with_it() {
+    use warren_core::monitor::{Action, MonitorPolicy};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("w.db")).expect("open");
+    let u = user("u_policy");
+    let policy = MonitorPolicy { action: Action::Kill, memory_percent: Some(50), ..MonitorPolicy::default() };
+    let err = store.set_policy(&u, Some(&policy), &ev("policy")).expect_err("no workspace yet");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    store.insert_workspace(&record(&store, &u), &ev("create")).expect("insert");
+    assert_eq!(store.policy(&u).expect("read"), None, "no policy of its own yet");
+    store.set_policy(&u, Some(&policy), &ev("policy")).expect("set");
+    assert_eq!(store.policy(&u).expect("read"), Some(policy.clone()));
+    assert_eq!(store.events(Some(&u), 1).expect("events")[0].kind, "policy");
+    store.set_policy(&u, None, &ev("policy")).expect("clear");
+    assert_eq!(store.policy(&u).expect("read"), None);
+    store.set_policy(&u, Some(&policy), &ev("policy")).expect("set again");
+    store.delete_workspace(&u, &ev("destroy")).expect("delete");
+    store.insert_workspace(&record(&store, &u), &ev("create")).expect("recreate");
+    assert_eq!(store.policy(&u).expect("read"), None, "a destroyed workspace's policy goes with it");
+}

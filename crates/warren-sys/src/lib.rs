@@ -20,6 +20,7 @@ pub mod proc;
 pub mod pty;
 pub mod seccomp;
 pub mod spawn;
+pub mod uidprocs;
 
 /// Errors from system calls, with what was being done.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,7 @@ pub async fn capabilities<B: Backend>(h: &Harness<B>) {
     let expected = match caps.kind {
         BackendKind::Dir => Some(IsolationLevel::UidOnly),
         BackendKind::Ns => Some(IsolationLevel::Namespaces),
-        BackendKind::Docker => Some(IsolationLevel::Container),
+        BackendKind::Docker | BackendKind::Pool => Some(IsolationLevel::Container),
         BackendKind::Auto => None,
     };
     if let Some(level) = expected {

@@ -321,7 +321,7 @@ impl<'h, B: Backend> Env<'h, B> {
         let kind_offset = match harness.kind() {
             BackendKind::Dir => 0,
             BackendKind::Ns => 1,
-            BackendKind::Docker => 2,
+            BackendKind::Docker | BackendKind::Pool => 2,
             BackendKind::Auto => 3,
         } * UIDS_PER_KIND;
         let first = UID_BASE + uid_slot() * UIDS_PER_SLOT + kind_offset + index * UIDS_PER_CHECK;

@@ -19,9 +19,7 @@ use warren_core::config::Config;
 use warren_core::fs::DirEntry;
 use warren_core::{Limits, UserId, WorkspaceId, WorkspacePath};
 use warren_engine::{Timestamp, WorkspaceInfo};
-use warren_server::api::{
-    Encoding, EventBody, ExecBody, ExecEventBody, ExecResult, FileEntry, LimitsBody, Workspace, WriteResult,
-};
+use warren_server::api::{EventBody, ExecEventBody, ExecResult, FileEntry, LimitsBody, Workspace, WriteResult};
 use warren_server::error::ErrorBody;
 
 use crate::{
@@ -123,6 +121,9 @@ impl Client {
     async fn dispatch(&self, cmd: Cmd, json_out: bool) -> Result<i32> {
         match cmd {
             Cmd::Workspace(w) => self.workspace(w, json_out).await,
+            Cmd::Image(_) => bail!("warren image talks to the docker daemon of this host: run it without --url"),
+            Cmd::Stats(a) => crate::stats_cmd::stats_remote(self, a, json_out).await,
+            Cmd::Policy(a) => crate::stats_cmd::policy_remote(self, a, json_out).await,
             Cmd::Code(c) => crate::code_cmd::run_remote(self, c, json_out).await,
             Cmd::Skill(c) => crate::skill_cmd::run_remote(self, c, json_out).await,
             Cmd::Exec(a) => self.exec(a, json_out).await,
@@ -289,17 +290,10 @@ impl Client {
         } else {
             let mut buf = Vec::new();
             std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
-            Some(base64::engine::general_purpose::STANDARD.encode(&buf))
+            Some(buf)
         };
-        let body = ExecBody {
-            argv: a.argv,
-            env: a.env.into_iter().collect(),
-            cwd: a.cwd,
-            stdin: None,
-            stdin_base64: stdin,
-            timeout_ms: a.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            encoding: Encoding::Base64,
-        };
+        let timeout = a.cmd.timeout;
+        let body = a.cmd.body(stdin.as_deref());
         let body = serde_json::to_value(&body).context("encoding the request")?;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).context("the server sent bad base64");
         if json_out {
@@ -342,7 +336,7 @@ impl Client {
                     }
                     ExecEventBody::Exit { exit_code, timed_out, .. } => {
                         if timed_out {
-                            let t = a.timeout.map_or_else(String::new, |t| format!(" after {t:?}"));
+                            let t = timeout.map_or_else(String::new, |t| format!(" after {t:?}"));
                             eprintln!("error: the command timed out{t} and was killed");
                             return Ok(124);
                         }

@@ -2,9 +2,11 @@
 
 mod client;
 mod code_cmd;
+mod image_cmd;
 mod serve;
 mod skill_cmd;
 mod snapshot_cmd;
+mod stats_cmd;
 mod term;
 mod token;
 mod units;
@@ -161,6 +163,30 @@ Examples:
         #[arg(short, long)]
         recursive: bool,
     },
+    /// Images for the docker and pool backends, without a registry.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
+    /// Resource use of workspaces against their limits (cpu %, memory, pids, disk).
+    #[command(after_help = "\
+Examples:
+  warren stats
+  warren stats u_123 --json
+
+CPU is percent of one core over half a second. A percentage after a limit is the use of that
+limit; OVER names the resources above the monitor policy's threshold (see `warren policy`).")]
+    Stats(stats_cmd::StatsArgs),
+    /// Show or set a workspace's resource-monitor policy (what happens over a threshold).
+    #[command(after_help = "\
+Examples:
+  warren policy u_123
+  warren policy u_123 --action stop --grace 30 --memory 90 --disk 100
+  warren policy u_123 --cpu 0          # stop watching CPU
+  warren policy u_123 --reset          # back to the configured [monitor.policy]
+
+Thresholds are percent of the workspace's own limits. `warren serve` samples every
+[monitor] interval_secs (default 10) and acts once a threshold stayed exceeded for --grace
+seconds: warn records an event, stop stops the workspace, kill restarts it empty.")]
+    Policy(stats_cmd::PolicyArgs),
     /// Sandboxed coding sessions on a copy of a project, with every change tracked outside the
     /// sandbox and synced back safely.
     #[command(subcommand)]
@@ -254,18 +280,46 @@ struct ExecArgs {
     /// The user.
     #[arg(value_parser = parse_user)]
     user: UserId,
-    /// Working directory, relative to the workspace's home.
+    #[command(flatten)]
+    cmd: CommandArgs,
+}
+
+/// A command to run, as `warren exec` and `warren code exec` take it.
+#[derive(Debug, Args)]
+pub(crate) struct CommandArgs {
+    /// Working directory, relative to the workspace's home (the project's root in a session).
     #[arg(long, value_name = "DIR")]
-    cwd: Option<String>,
+    pub cwd: Option<String>,
     /// Set an environment variable (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = units::parse_env)]
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     /// Kill the command after this long (like 30s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
-    timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-    argv: Vec<String>,
+    pub argv: Vec<String>,
+}
+
+impl CommandArgs {
+    /// The engine's request (no stdin yet).
+    pub(crate) fn request(self) -> ExecRequest {
+        ExecRequest { argv: self.argv, env: self.env, cwd: self.cwd, stdin: None, timeout: self.timeout, tty: None }
+    }
+
+    /// The API's request body, with `stdin` (base64) and base64 output.
+    pub(crate) fn body(self, stdin: Option<&[u8]>) -> warren_server::api::ExecBody {
+        use base64::Engine as _;
+        warren_server::api::ExecBody {
+            argv: self.argv,
+            env: self.env.into_iter().collect(),
+            cwd: self.cwd,
+            stdin: None,
+            stdin_base64: stdin.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+            timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            encoding: warren_server::api::Encoding::Base64,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +402,9 @@ fn run_local(cfg: Config, cmd: Cmd, json: bool) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Cmd::Image(c) = cmd {
+        return rt.block_on(image_cmd::run(c, &cfg.state_dir));
+    }
     rt.block_on(async move {
         let engine = Engine::open(cfg, EngineOptions::default()).await?;
         dispatch(&engine, cmd, json).await
@@ -369,6 +426,24 @@ fn load_config(cli: &Cli) -> Result<Config> {
         cfg.state_dir = dir.clone();
     } else if !file_sets_state {
         cfg.state_dir = default_state_dir()?;
+    }
+    // The seed's pooled mode (USE_CONTAINERS, MAX_CONTAINERS, USERS_PER_CONTAINER, from the
+    // environment or the [server] table) decides where new workspaces go for every command.
+    let (server, _) = serve::server_sections(cli.config.as_deref())?;
+    if server.use_containers {
+        cfg.pool.enabled = true;
+    }
+    if let Some(n) = server.max_containers {
+        cfg.pool.max_containers = n;
+    }
+    if let Some(n) = server.users_per_container {
+        cfg.pool.users_per_container = n;
+    }
+    if let Some(i) = server.container_image {
+        cfg.image = Some(i);
+    }
+    if let Some(i) = &cfg.image {
+        warren_core::config::check_image_name(i).context("image (CONTAINER_IMAGE)")?;
     }
     if let Some(b) = cli.backend {
         cfg.backend = b;
@@ -396,9 +471,13 @@ fn default_state_dir() -> Result<PathBuf> {
 
 async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
     match cmd {
-        Cmd::Serve(_) | Cmd::Token(_) | Cmd::Openapi => bail!("this command does not use the local engine"),
+        Cmd::Serve(_) | Cmd::Token(_) | Cmd::Openapi | Cmd::Image(_) => {
+            bail!("this command does not use the local engine")
+        }
         Cmd::Workspace(w) => workspace(engine, w, json).await,
         Cmd::Snapshot(s) => snapshot_cmd::run(engine, s, json).await,
+        Cmd::Stats(a) => stats_cmd::stats(engine, a, json).await,
+        Cmd::Policy(a) => stats_cmd::policy(engine, a, json).await,
         Cmd::Code(c) => code_cmd::run(engine, c, json).await,
         Cmd::Skill(c) => skill_cmd::run(engine, c, json).await,
         Cmd::Exec(a) => exec(engine, a, json).await,
@@ -591,7 +670,7 @@ struct ExecJson {
 
 async fn exec(engine: &Engine, a: ExecArgs, json: bool) -> Result<i32> {
     engine.ensure_running(&a.user).await?;
-    let req = ExecRequest { argv: a.argv, env: a.env, cwd: a.cwd, stdin: None, timeout: a.timeout, tty: None };
+    let req = a.cmd.request();
     req.validate()?;
     let stdin_piped = !std::io::stdin().is_terminal();
     if json {

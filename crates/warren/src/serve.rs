@@ -75,6 +75,9 @@ pub fn run(cfg: Config, config_file: Option<&Path>, args: ServeArgs) -> Result<i
         // Idle suspension and daily snapshots (no-ops unless configured in [snapshots]).
         let triggers = engine.clone();
         tokio::spawn(async move { triggers.run_triggers().await });
+        // The resource monitor ([monitor] interval_secs; 0 switches it off).
+        let monitor = engine.clone();
+        tokio::spawn(async move { monitor.run_monitor().await });
         let listen = server_cfg.listen;
         let server = Server::new(engine.clone(), server_cfg, &auth_cfg).await?;
         let listener = tokio::net::TcpListener::bind(listen)

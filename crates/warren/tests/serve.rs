@@ -253,7 +253,7 @@ fn the_cli_is_the_same_over_url() {
 }
 
 #[test]
-fn seed_container_settings_are_validated_and_said_to_have_no_effect() {
+fn seed_container_settings_are_validated() {
     let env = Env::new(2, "dir");
     let out = env
         .cmd(&["serve", "--listen", "127.0.0.1:0"])

@@ -55,7 +55,8 @@ fn backend_note(kind: warren_core::BackendKind) -> &'static str {
     match kind {
         warren_core::BackendKind::Ns => "ns (own namespaces, cgroup limits, seccomp)",
         warren_core::BackendKind::Dir => "dir (own uid and home directory; shares the host's view)",
-        warren_core::BackendKind::Docker => "docker",
+        warren_core::BackendKind::Docker => "docker (a container of its own)",
+        warren_core::BackendKind::Pool => "pool (an account in a container shared with other users)",
         warren_core::BackendKind::Auto => "auto",
     }
 }

@@ -1,12 +1,13 @@
-//! The host processes of a workspace uid, read from `/proc`.
+//! The host processes of a uid, read from `/proc` (the dir backend's workspaces, a user of the
+//! docker pool).
 
 use std::time::Duration;
 
-use warren_core::{Error, Result};
+use crate::{Result, SysError};
 
 /// One live (not zombie) process of a uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProcInfo {
+pub struct ProcInfo {
     /// Its pid.
     pub pid: i32,
     /// Threads (each counts against `RLIMIT_NPROC`).
@@ -19,7 +20,7 @@ pub(crate) struct ProcInfo {
 
 /// Every live process whose real uid is `uid`. Processes that vanish while being read are
 /// skipped; zombies are skipped (they run nothing and hold no memory).
-pub(crate) fn processes_of(uid: u32) -> Vec<ProcInfo> {
+pub fn processes_of(uid: u32) -> Vec<ProcInfo> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut out = Vec::new();
     for ent in rd.flatten() {
@@ -56,7 +57,7 @@ fn read_proc(pid: i32, uid: u32) -> Option<ProcInfo> {
 }
 
 /// Clock ticks per second of `/proc/*/stat` times.
-pub(crate) fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as u64,
         _ => 100,
@@ -65,22 +66,20 @@ pub(crate) fn clock_ticks() -> u64 {
 
 /// Kills every process of `uid` and waits until none is left (bounded: a process stuck in the
 /// kernel for seconds makes this fail rather than hang).
-pub(crate) fn kill_all(uid: u32) -> Result<()> {
+pub fn kill_all(uid: u32) -> Result<()> {
     for round in 0u64..300 {
-        warren_sys::spawn::kill_all_of_uid(uid)
-            .map_err(|e| Error::Internal(format!("killing the processes of uid {uid}: {e}")))?;
+        crate::spawn::kill_all_of_uid(uid)?;
         let left = processes_of(uid);
         if left.is_empty() {
             return Ok(());
         }
-        tracing::debug!(uid, left = left.len(), round, "processes still alive after SIGKILL");
         std::thread::sleep(Duration::from_millis((round + 1).min(20) * 5));
     }
     let left: Vec<i32> = processes_of(uid).iter().map(|p| p.pid).collect();
     if left.is_empty() {
         return Ok(());
     }
-    Err(Error::Internal(format!(
+    Err(SysError::Invalid(format!(
         "processes {left:?} of uid {uid} survived SIGKILL for about 30 seconds (stuck in the kernel?); try stopping again"
     )))
 }

@@ -1,0 +1,327 @@
+//! Coding sessions end to end on real backends: copy in, exec with automatic commits, exact
+//! changes and diff, sync back (never touching `.git`), conflicts and --force, stop.
+//! Slots 0..=9 belong to this file.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use warren_code::{ChangeKind, Range, SessionStatus, Sessions, StartOptions, StopOptions, SyncOptions};
+use warren_core::{BackendKind, Error};
+
+fn project(env: &Env) -> std::path::PathBuf {
+    let p = env.path("project");
+    write_tree(
+        &p,
+        &[
+            ("README.md", b"# demo\nline two\n"),
+            ("src/main.rs", b"fn main() {\n    println!(\"hi\");\n}\n"),
+            ("src/old.rs", b"// to be deleted\n"),
+            ("run.sh", b"#!/bin/sh\necho run\n"),
+            ("data.bin", &[0u8, 1, 2, 255, 0, 7]),
+            ("lib/nested/deep.txt", b"deep\n"),
+            ("target/debug/junk", b"build output\n"),
+            (".git/HEAD", b"ref: refs/heads/master\n"),
+            (".git/config", b"[core]\n\tbare = false\n"),
+            ("vendor/dep/.git/HEAD", b"nested repo\n"),
+            ("vendor/dep/code.c", b"int x;\n"),
+        ],
+    );
+    std::fs::set_permissions(p.join("run.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("src/main.rs", p.join("main-link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/passwd", p.join("outside-link")).expect("symlink");
+    std::os::unix::fs::symlink("../../etc", p.join("lib/climb")).expect("symlink");
+    nix::unistd::mkfifo(&p.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    p
+}
+
+async fn flow(kind: BackendKind, slot: u32) {
+    let env = env(kind, slot).await;
+    let proj = project(&env);
+    let git_before = fingerprint(&proj.join(".git"));
+    let s = Sessions::new(&env.engine);
+
+    let info = s
+        .start(StartOptions { project: proj.clone(), exclude: vec!["target".into()], ..Default::default() })
+        .await
+        .expect("start");
+    assert_eq!(info.status, SessionStatus::Active);
+    assert_eq!(info.backend, Some(kind));
+    assert_eq!(info.workspace_user.as_str(), format!("code.{}", info.id));
+    assert!(!info.unsynced);
+    assert_eq!(info.base_commit, info.head_commit);
+    // Copied: README, main.rs, old.rs, run.sh, data.bin, deep.txt, code.c; the in-tree link.
+    assert_eq!(info.copy.files, 7, "{:?}", info.copy);
+    assert_eq!(info.copy.symlinks, 1, "{:?}", info.copy);
+    let skipped: Vec<&str> = info.copy.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(skipped, vec!["lib/climb", "outside-link", "pipe"], "{:?}", info.copy.skipped);
+    let id = info.id.clone();
+
+    // Inside: the copy, without .git or the excluded directory, with the exec bit, no network.
+    let files = env.engine.files(&info.workspace_user).await.expect("files");
+    let root = warren_core::WorkspacePath::root();
+    let names: Vec<String> = files.list(&root).expect("list").into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["README.md", "data.bin", "lib", "main-link", "run.sh", "src", "vendor"]);
+    let out =
+        s.exec(&id, sh("test ! -e vendor/dep/.git && ./run.sh && readlink main-link && id -u")).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0, "{}", String::from_utf8_lossy(&out.output.stderr));
+    let uid = env.engine.status(&info.workspace_user).await.expect("status").uid;
+    assert_eq!(String::from_utf8_lossy(&out.output.stdout), format!("run\nsrc/main.rs\n{uid}\n"));
+    assert!(out.commit.created && !out.commit.changed, "{:?}", out.commit);
+
+    // Edit, create, delete, chmod, through exec.
+    let script = "printf '# demo\\nline 2\\nline three\\n' > README.md && rm src/old.rs && mkdir -p docs && \
+                  printf 'new\\n' > docs/new.md && chmod +x src/main.rs && printf '\\000\\001' > data.bin && \
+                  ln -s docs/new.md docs-link && exit 3";
+    let out = s.exec(&id, sh(script)).await.expect("exec");
+    assert_eq!(out.output.exit_code, 3);
+    assert!(out.commit.changed && out.commit.created);
+    assert_eq!(out.commit.skipped_count, 0);
+
+    let ch = s.changes(&id, &Range::default()).await.expect("changes");
+    let got: Vec<(&str, ChangeKind, Option<u64>, Option<u64>)> =
+        ch.files.iter().map(|c| (c.path.as_str(), c.kind, c.lines_added, c.lines_deleted)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("README.md", ChangeKind::Modified, Some(2), Some(1)),
+            ("data.bin", ChangeKind::Modified, None, None),
+            ("docs-link", ChangeKind::Added, Some(1), Some(0)),
+            ("docs/new.md", ChangeKind::Added, Some(1), Some(0)),
+            ("src/main.rs", ChangeKind::Modified, Some(0), Some(0)),
+            ("src/old.rs", ChangeKind::Deleted, Some(0), Some(1)),
+        ]
+    );
+    assert_eq!((ch.added, ch.modified, ch.deleted), (2, 3, 1));
+    assert_eq!((ch.lines_added, ch.lines_deleted), (4, 2));
+    assert_eq!(ch.from, info.base_commit.clone().expect("base"));
+
+    let diff = s.diff(&id, &Range::default(), &[]).await.expect("diff");
+    assert!(!diff.truncated);
+    for needle in [
+        "diff --git a/README.md b/README.md",
+        "-line two\n+line 2\n+line three\n",
+        "deleted file mode 100644",
+        "-// to be deleted",
+        "old mode 100644\nnew mode 100755",
+        "new file mode 120000",
+        "Binary files a/data.bin and b/data.bin differ",
+        "+new\n",
+    ] {
+        assert!(diff.text.contains(needle), "{needle:?} missing from:\n{}", diff.text);
+    }
+    let only = s.diff(&id, &Range::default(), &["docs".into()]).await.expect("diff of a path");
+    assert!(only.text.contains("docs/new.md") && !only.text.contains("README"), "{}", only.text);
+
+    let log = s.log(&id, 10).await.expect("log");
+    let subjects: Vec<&str> = log.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects.len(), 3, "{subjects:?}");
+    assert!(subjects[0].starts_with("exec: sh -c 'printf"), "{subjects:?}");
+    assert!(log[0].message.contains("exit: 3"), "{}", log[0].message);
+    assert!(subjects[1].starts_with("exec: sh -c 'test ! -e"), "{subjects:?}");
+    assert_eq!(subjects[2], format!("base: copy of {}", proj.display()));
+
+    // Sync writes exactly the changes; .git and the excluded directory are untouched.
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    assert!(!dry.applied && dry.conflicts.is_empty());
+    assert_eq!(std::fs::read(proj.join("README.md")).expect("read"), b"# demo\nline two\n", "dry run wrote");
+    let rep = s.sync(&id, SyncOptions::default()).await.expect("sync");
+    assert!(rep.applied);
+    assert_eq!(rep.deleted, vec!["src/old.rs"]);
+    assert_eq!(rep.written, vec!["README.md", "data.bin", "docs-link", "docs/new.md", "src/main.rs"]);
+    assert!(rep.skipped.is_empty() && rep.conflicts.is_empty(), "{rep:?}");
+    assert_eq!(std::fs::read(proj.join("README.md")).expect("read"), b"# demo\nline 2\nline three\n");
+    assert_eq!(std::fs::read(proj.join("docs/new.md")).expect("read"), b"new\n");
+    assert_eq!(std::fs::read(proj.join("data.bin")).expect("read"), [0u8, 1]);
+    assert!(!proj.join("src/old.rs").exists());
+    assert_eq!(std::fs::read_link(proj.join("docs-link")).expect("link").to_str(), Some("docs/new.md"));
+    let mode = std::fs::metadata(proj.join("src/main.rs")).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o755, "the exec bit follows the history");
+    assert_eq!(fingerprint(&proj.join(".git")), git_before, ".git must be untouched");
+    assert_eq!(std::fs::read(proj.join("target/debug/junk")).expect("read"), b"build output\n");
+    assert!(proj.join("outside-link").is_symlink() && proj.join("pipe").exists());
+
+    // Again: nothing to do.
+    let again = s.sync(&id, SyncOptions::default()).await.expect("resync");
+    assert!(again.written.is_empty() && again.deleted.is_empty() && again.from == again.to, "{again:?}");
+    assert!(s.changes(&id, &Range::default()).await.expect("changes").files.is_empty());
+    assert_eq!(s.changes(&id, &Range { all: true, ..Default::default() }).await.expect("all").files.len(), 6);
+
+    // A host edit of a file the session also changed blocks the sync; --force overrides.
+    let out = s.exec(&id, sh("echo inside > README.md && echo more >> docs/new.md")).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0);
+    std::fs::write(proj.join("README.md"), b"edited on the host\n").expect("host edit");
+    std::fs::write(proj.join("docs/unrelated.md"), b"host only\n").expect("host add");
+    let err = s.sync(&id, SyncOptions::default()).await.expect_err("conflict");
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("README.md: changed on the host") && msg.contains("--force"), "{msg}");
+    assert!(!msg.contains("docs/new.md"), "{msg}");
+    assert_eq!(std::fs::read(proj.join("README.md")).expect("read"), b"edited on the host\n", "refused: untouched");
+    assert_eq!(std::fs::read(proj.join("docs/new.md")).expect("read"), b"new\n", "refused: nothing written");
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    assert_eq!(dry.conflicts.len(), 1);
+    assert_eq!(dry.conflicts[0].path, "README.md");
+    let forced = s.sync(&id, SyncOptions { force: true, ..Default::default() }).await.expect("forced");
+    assert_eq!(forced.conflicts.len(), 1);
+    assert_eq!(std::fs::read(proj.join("README.md")).expect("read"), b"inside\n");
+    assert_eq!(std::fs::read(proj.join("docs/new.md")).expect("read"), b"new\nmore\n");
+    assert_eq!(std::fs::read(proj.join("docs/unrelated.md")).expect("read"), b"host only\n");
+    assert_eq!(fingerprint(&proj.join(".git")), git_before, ".git must be untouched");
+
+    // A host file deleted and one created where the session adds one are conflicts too.
+    s.exec(&id, sh("echo a > added.txt && echo b > run.sh")).await.expect("exec");
+    std::fs::write(proj.join("added.txt"), b"host\n").expect("host add");
+    std::fs::remove_file(proj.join("run.sh")).expect("host delete");
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    let c: Vec<(&str, &str)> = dry.conflicts.iter().map(|c| (c.path.as_str(), c.reason.as_str())).collect();
+    assert_eq!(
+        c,
+        vec![
+            ("added.txt", "created on the host since the last sync"),
+            ("run.sh", "deleted on the host since the last sync")
+        ]
+    );
+
+    // Stop refuses to drop unsynced work, then keeps the history on request.
+    let err = s.stop(&id, StopOptions::default()).await.expect_err("unsynced");
+    assert!(err.to_string().contains("never synced"), "{err}");
+    let st = s.stop(&id, StopOptions { keep_history: true, ..Default::default() }).await.expect("stop");
+    assert!(st.history_kept);
+    assert!(env.engine.status(&info.workspace_user).await.is_err(), "the workspace is gone");
+    let got = s.get(&id).await.expect("get");
+    assert_eq!((got.status, got.state), (SessionStatus::Stopped, None));
+    assert!(got.unsynced);
+    assert!(s.exec(&id, sh("true")).await.is_err());
+    assert_eq!(s.changes(&id, &Range::default()).await.expect("changes").files.len(), 2);
+    let forced = s.sync(&id, SyncOptions { force: true, ..Default::default() }).await.expect("sync after stop");
+    assert_eq!(forced.written, vec!["added.txt", "run.sh"]);
+    let st = s.stop(&id, StopOptions::default()).await.expect("remove");
+    assert!(!st.history_kept && !st.discarded_changes);
+    assert!(matches!(s.get(&id).await, Err(Error::NotFound(_))));
+    assert!(s.list().await.expect("list").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_flow_dir() {
+    flow(BackendKind::Dir, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_flow_ns() {
+    flow(BackendKind::Ns, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_flow_docker() {
+    if let Some(why) = docker_unavailable() {
+        eprintln!("skipped: no docker daemon answers here ({why})");
+        return;
+    }
+    flow(BackendKind::Docker, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_bad_projects_and_cleans_up() {
+    let env = env(BackendKind::Dir, 3).await;
+    let s = Sessions::new(&env.engine);
+    let missing = s.start(StartOptions { project: env.path("nope"), ..Default::default() }).await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    let state = s.start(StartOptions { project: env.state().to_owned(), ..Default::default() }).await;
+    assert!(state.expect_err("state dir").to_string().contains("overlaps"));
+    let above = s.start(StartOptions { project: env.tmp.path().to_owned(), ..Default::default() }).await;
+    assert!(above.expect_err("parent of the state dir").to_string().contains("overlaps"));
+    std::fs::create_dir(env.path("p")).expect("mkdir");
+    let bad = s.start(StartOptions { project: env.path("p"), exclude: vec!["a/b".into()], ..Default::default() }).await;
+    assert!(matches!(bad, Err(Error::InvalidRequest(_))), "{bad:?}");
+    let bad_limits = warren_core::Limits { pids: Some(1), ..Default::default() };
+    let bad = s.start(StartOptions { project: env.path("p"), limits: Some(bad_limits), ..Default::default() }).await;
+    assert!(matches!(bad, Err(Error::InvalidRequest(_))), "{bad:?}");
+    assert!(s.list().await.expect("list").is_empty());
+    assert!(env.engine.list().await.expect("workspaces").is_empty(), "nothing left behind");
+
+    // A session with network on and custom limits; an empty project gives an empty base.
+    let limits = warren_core::Limits { pids: Some(64), ..Default::default() };
+    let info = s
+        .start(StartOptions { project: env.path("p"), limits: Some(limits.clone()), ..Default::default() })
+        .await
+        .expect("start");
+    let ws = env.engine.status(&info.workspace_user).await.expect("workspace");
+    assert_eq!(ws.limits, limits);
+    assert!(!ws.network, "no network by default");
+    assert_eq!(s.list().await.expect("list").len(), 1);
+    let rep = s.stop(&info.id, StopOptions::default()).await.expect("stop");
+    assert!(!rep.history_kept);
+    assert!(env.engine.list().await.expect("workspaces").is_empty());
+
+    // Unknown sessions are NotFound everywhere; a record-less directory (a start killed at
+    // once) is removed by stop.
+    let ghost: warren_code::SessionId = "0123456789ab".parse().expect("id");
+    assert!(matches!(s.stop(&ghost, StopOptions::default()).await, Err(Error::NotFound(_))));
+    assert!(matches!(s.exec(&ghost, sh("true")).await, Err(Error::NotFound(_))));
+    assert!(matches!(s.get(&ghost).await, Err(Error::NotFound(_))));
+    let debris = env.state().join("code").join(ghost.as_str());
+    std::fs::create_dir(&debris).expect("mkdir");
+    assert!(s.list().await.expect("list").is_empty());
+    s.stop(&ghost, StopOptions::default()).await.expect("stop the debris");
+    assert!(!debris.exists());
+}
+
+/// Changes made outside a tracked command get a commit of their own before the next command;
+/// `commit` records on request with its message; a streamed exec is recorded by `finish`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_changes_manual_commits_and_streamed_exec() {
+    let env = env(BackendKind::Dir, 4).await;
+    let proj = env.path("p");
+    write_tree(&proj, &[("a", b"a\n")]);
+    let s = Sessions::new(&env.engine);
+    let info = s.start(StartOptions { project: proj, ..Default::default() }).await.expect("start");
+    let id = info.id.clone();
+    let uid = env.engine.status(&info.workspace_user).await.expect("status").uid;
+    let home = env.state().join("workspaces").join(info.workspace_user.as_str());
+    let put = |name: &str, data: &[u8]| {
+        std::fs::write(home.join(name), data).expect("write");
+        std::os::unix::fs::chown(home.join(name), Some(uid), Some(uid)).expect("chown");
+    };
+
+    put("bg.txt", b"from a background process\n");
+    let out = s.exec(&id, sh("cat bg.txt")).await.expect("exec");
+    assert!(!out.commit.changed, "the outside change was recorded before the command");
+    let log = s.log(&id, 10).await.expect("log");
+    let subjects: Vec<&str> = log.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects[..2], ["exec: sh -c 'cat bg.txt'", "outside: changes made outside a tracked command"]);
+    let range = Range { from: Some(log[2].commit.clone()), to: Some(log[1].commit[..10].to_owned()), all: false };
+    let ch = s.changes(&id, &range).await.expect("changes between two commits");
+    assert_eq!(ch.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["bg.txt"]);
+    let bad = s.changes(&id, &Range { from: Some("HEAD~1".into()), ..Default::default() }).await;
+    assert!(matches!(bad, Err(Error::InvalidRequest(_))), "{bad:?}");
+    let unknown = s.changes(&id, &Range { from: Some("abcdef0".into()), ..Default::default() }).await;
+    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+
+    put("manual.txt", b"m\n");
+    let c = s.commit(&id, Some("checkpoint\x1b[2J")).await.expect("commit");
+    assert!(c.changed && c.created);
+    let log = s.log(&id, 1).await.expect("log");
+    assert_eq!(log[0].subject, "commit: checkpoint [2J", "control characters are dropped");
+    let again = s.commit(&id, None).await.expect("commit");
+    assert!(!again.changed && again.created);
+
+    let (mut h, pending) = s.exec_stream(&id, sh("echo streamed > s.txt; echo out; exit 5")).await.expect("stream");
+    let mut stdout = Vec::new();
+    let status = loop {
+        match h.events.recv().await.expect("event") {
+            warren_core::ExecEvent::Stdout(b) => stdout.extend(b),
+            warren_core::ExecEvent::Stderr(_) => {}
+            warren_core::ExecEvent::Exit(st) => break st,
+        }
+    };
+    assert_eq!((stdout.as_slice(), status.code), (&b"out\n"[..], 5));
+    let c = pending.finish(Some(status), false).await.expect("finish");
+    assert!(c.changed);
+    let log = s.log(&id, 1).await.expect("log");
+    assert!(log[0].subject.starts_with("exec: sh -c 'echo streamed") && log[0].message.contains("exit: 5"), "{log:?}");
+    let ch = s.changes(&id, &Range::default()).await.expect("changes");
+    assert_eq!(ch.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["bg.txt", "manual.txt", "s.txt"]);
+    s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+}
