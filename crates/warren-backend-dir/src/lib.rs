@@ -430,13 +430,12 @@ impl Backend for DirBackend {
             if !this.exists(&spec)? {
                 return Err(Self::not_found(&spec));
             }
-            let procs = warren_sys::uidprocs::processes_of(spec.uid);
-            let tick_ns = 1_000_000_000 / warren_sys::uidprocs::clock_ticks();
+            let u = warren_sys::uidprocs::usage_of(spec.uid);
             Ok(Stats {
-                cpu_usage_ns: procs.iter().map(|p| p.cpu_ticks * tick_ns).sum(),
-                memory_bytes: procs.iter().map(|p| p.rss_bytes).sum(),
+                cpu_usage_ns: u.cpu_ns,
+                memory_bytes: u.rss_bytes,
                 memory_limit_bytes: None,
-                pids: procs.iter().map(|p| p.threads).sum(),
+                pids: u.threads,
                 disk_bytes: disk_usage(&this.home(&spec)),
             })
         })

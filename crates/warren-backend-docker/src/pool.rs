@@ -596,13 +596,12 @@ impl Backend for DockerPool {
         let seat = self.seat_of(spec).await?;
         let (home, uid) = (self.home(&seat), spec.uid);
         blocking(move || {
-            let procs = warren_sys::uidprocs::processes_of(uid);
-            let tick_ns = 1_000_000_000 / warren_sys::uidprocs::clock_ticks();
+            let u = warren_sys::uidprocs::usage_of(uid);
             Ok(Stats {
-                cpu_usage_ns: procs.iter().map(|p| p.cpu_ticks * tick_ns).sum(),
-                memory_bytes: procs.iter().map(|p| p.rss_bytes).sum(),
+                cpu_usage_ns: u.cpu_ns,
+                memory_bytes: u.rss_bytes,
                 memory_limit_bytes: None,
-                pids: procs.iter().map(|p| p.threads).sum(),
+                pids: u.threads,
                 disk_bytes: warren_core::backend::disk_usage(&home),
             })
         })

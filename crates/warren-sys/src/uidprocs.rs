@@ -56,6 +56,27 @@ fn read_proc(pid: i32, uid: u32) -> Option<ProcInfo> {
     Some(ProcInfo { pid, threads, cpu_ticks, rss_bytes })
 }
 
+/// What the live processes of `uid` use together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of the live processes (and their waited-for children), nanoseconds.
+    pub cpu_ns: u64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+    /// Threads.
+    pub threads: u64,
+}
+
+/// The summed use of every live process of `uid`.
+pub fn usage_of(uid: u32) -> Usage {
+    let tick_ns = 1_000_000_000 / clock_ticks();
+    processes_of(uid).iter().fold(Usage::default(), |u, p| Usage {
+        cpu_ns: u.cpu_ns + p.cpu_ticks * tick_ns,
+        rss_bytes: u.rss_bytes + p.rss_bytes,
+        threads: u.threads + p.threads,
+    })
+}
+
 /// Clock ticks per second of `/proc/*/stat` times.
 pub fn clock_ticks() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {

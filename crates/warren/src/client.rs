@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use warren_core::config::Config;
 use warren_core::fs::DirEntry;
 use warren_core::{Limits, UserId, WorkspaceId, WorkspacePath};
@@ -213,20 +213,7 @@ impl Client {
     async fn workspace(&self, cmd: WorkspaceCmd, json_out: bool) -> Result<i32> {
         match cmd {
             WorkspaceCmd::Create(a) => {
-                let mut limits = Map::new();
-                let num = |v: Option<u64>| v.map_or(Value::Null, Value::from);
-                if let Some(l) = a.memory {
-                    limits.insert("memory_bytes".into(), num(l.0));
-                }
-                if let Some(l) = a.cpus {
-                    limits.insert("cpu_millis".into(), num(l.0.map(u64::from)));
-                }
-                if let Some(l) = a.pids {
-                    limits.insert("pids".into(), num(l.0.map(u64::from)));
-                }
-                if let Some(l) = a.disk {
-                    limits.insert("disk_bytes".into(), num(l.0));
-                }
+                let limits = a.limits.patch();
                 let network = if a.network {
                     Some(true)
                 } else if a.no_network {

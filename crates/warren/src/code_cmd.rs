@@ -9,17 +9,17 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use warren_code::{
     ChangeKind, Changes, CommitInfo, Diff, LogEntry, Range, SessionId, SessionInfo, Sessions, StartOptions,
     StopOptions, StopReport, SyncOptions, SyncReport,
 };
-use warren_core::{ExitStatus, Limits};
+use warren_core::ExitStatus;
 use warren_engine::Engine;
 use warren_server::code_api::CodeExecResult;
 
 use crate::client::{Body, Client};
-use crate::units::{self, Limit};
+use crate::units;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -143,18 +143,8 @@ pub struct StartArgs {
     /// A name left out at any depth (repeatable), besides .git: never copied, tracked or synced.
     #[arg(long, value_name = "NAME")]
     exclude: Vec<String>,
-    /// Memory limit, like 512M or 2G.
-    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
-    memory: Option<Limit<u64>>,
-    /// CPU limit in cores, like 1.5.
-    #[arg(long, value_name = "CORES", value_parser = units::parse_cpus)]
-    cpus: Option<Limit<u32>>,
-    /// Most processes and threads.
-    #[arg(long, value_name = "N", value_parser = units::parse_count)]
-    pids: Option<Limit<u32>>,
-    /// Disk limit, like 2G.
-    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
-    disk: Option<Limit<u64>>,
+    #[command(flatten)]
+    limits: crate::LimitArgs,
     /// Give the sandbox network access beyond loopback (off by default).
     #[arg(long)]
     network: bool,
@@ -200,10 +190,6 @@ fn parse_session(s: &str) -> Result<SessionId, String> {
     s.parse().map_err(|e: warren_core::Error| e.to_string())
 }
 
-fn limits_given(a: &StartArgs) -> bool {
-    a.memory.is_some() || a.cpus.is_some() || a.pids.is_some() || a.disk.is_some()
-}
-
 /// Runs `cmd` on the local engine.
 pub async fn run(engine: &Engine, cmd: CodeCmd, json: bool) -> Result<i32> {
     let s = Sessions::new(engine);
@@ -212,16 +198,7 @@ pub async fn run(engine: &Engine, cmd: CodeCmd, json: bool) -> Result<i32> {
             if a.owner.is_some() {
                 bail!("--owner names a server user: use it with --url");
             }
-            let limits = limits_given(&a).then(|| {
-                let d = engine.config().limits.clone();
-                Limits {
-                    memory_bytes: a.memory.map_or(d.memory_bytes, |l| l.0),
-                    cpu_millis: a.cpus.map_or(d.cpu_millis, |l| l.0),
-                    pids: a.pids.map_or(d.pids, |l| l.0),
-                    disk_bytes: a.disk.map_or(d.disk_bytes, |l| l.0),
-                    nofile: d.nofile,
-                }
-            });
+            let limits = a.limits.given().then(|| a.limits.over(engine.config().limits.clone()));
             let info = s
                 .start(StartOptions {
                     project: a.path,
@@ -330,20 +307,7 @@ pub async fn run_remote(client: &Client, cmd: CodeCmd, json: bool) -> Result<i32
     };
     match cmd {
         CodeCmd::Start(a) => {
-            let mut limits = Map::new();
-            let num = |v: Option<u64>| v.map_or(Value::Null, Value::from);
-            if let Some(l) = a.memory {
-                limits.insert("memory_bytes".into(), num(l.0));
-            }
-            if let Some(l) = a.cpus {
-                limits.insert("cpu_millis".into(), num(l.0.map(u64::from)));
-            }
-            if let Some(l) = a.pids {
-                limits.insert("pids".into(), num(l.0.map(u64::from)));
-            }
-            if let Some(l) = a.disk {
-                limits.insert("disk_bytes".into(), num(l.0));
-            }
+            let limits = a.limits.patch();
             // The global --backend (or WARREN_BACKEND) picks the session's backend on the server.
             let backend = crate::Cli::try_parse().ok().and_then(|c| c.backend).map(|b| b.as_str().to_owned());
             let path = if a.path.is_absolute() {

@@ -255,18 +255,8 @@ struct CreateArgs {
     /// The user (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit).
     #[arg(value_parser = parse_user)]
     user: UserId,
-    /// Memory limit, like 512M or 2G.
-    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
-    memory: Option<Limit<u64>>,
-    /// CPU limit in cores, like 1.5.
-    #[arg(long, value_name = "CORES", value_parser = units::parse_cpus)]
-    cpus: Option<Limit<u32>>,
-    /// Most processes and threads.
-    #[arg(long, value_name = "N", value_parser = units::parse_count)]
-    pids: Option<Limit<u32>>,
-    /// Disk limit, like 2G.
-    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
-    disk: Option<Limit<u64>>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Give the workspace network access beyond loopback.
     #[arg(long, overrides_with = "no_network")]
     network: bool,
@@ -282,6 +272,59 @@ struct ExecArgs {
     user: UserId,
     #[command(flatten)]
     cmd: CommandArgs,
+}
+
+/// Resource limits given on the command line (`warren workspace create`, `warren code start`).
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Memory limit, like 512M or 2G.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
+    pub memory: Option<Limit<u64>>,
+    /// CPU limit in cores, like 1.5.
+    #[arg(long, value_name = "CORES", value_parser = units::parse_cpus)]
+    pub cpus: Option<Limit<u32>>,
+    /// Most processes and threads.
+    #[arg(long, value_name = "N", value_parser = units::parse_count)]
+    pub pids: Option<Limit<u32>>,
+    /// Disk limit, like 2G.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size_limit)]
+    pub disk: Option<Limit<u64>>,
+}
+
+impl LimitArgs {
+    /// Whether any limit was given.
+    pub(crate) fn given(&self) -> bool {
+        self.memory.is_some() || self.cpus.is_some() || self.pids.is_some() || self.disk.is_some()
+    }
+
+    /// `defaults` with the given limits over them.
+    pub(crate) fn over(&self, d: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory.map_or(d.memory_bytes, |l| l.0),
+            cpu_millis: self.cpus.map_or(d.cpu_millis, |l| l.0),
+            pids: self.pids.map_or(d.pids, |l| l.0),
+            disk_bytes: self.disk.map_or(d.disk_bytes, |l| l.0),
+            nofile: d.nofile,
+        }
+    }
+
+    /// The given limits as the API's `limits` patch (`null`: unlimited; left out: the default).
+    pub(crate) fn patch(&self) -> serde_json::Map<String, serde_json::Value> {
+        let num = |v: Option<u64>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
+        let mut m = serde_json::Map::new();
+        let fields = [
+            ("memory_bytes", self.memory.map(|l| l.0)),
+            ("cpu_millis", self.cpus.map(|l| l.0.map(u64::from))),
+            ("pids", self.pids.map(|l| l.0.map(u64::from))),
+            ("disk_bytes", self.disk.map(|l| l.0)),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                m.insert(k.into(), num(v));
+            }
+        }
+        m
+    }
 }
 
 /// A command to run, as `warren exec` and `warren code exec` take it.
@@ -542,14 +585,7 @@ async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
 async fn workspace(engine: &Engine, cmd: WorkspaceCmd, json: bool) -> Result<i32> {
     match cmd {
         WorkspaceCmd::Create(a) => {
-            let defaults = engine.config().limits.clone();
-            let limits = Limits {
-                memory_bytes: a.memory.map_or(defaults.memory_bytes, |l| l.0),
-                cpu_millis: a.cpus.map_or(defaults.cpu_millis, |l| l.0),
-                pids: a.pids.map_or(defaults.pids, |l| l.0),
-                disk_bytes: a.disk.map_or(defaults.disk_bytes, |l| l.0),
-                nofile: defaults.nofile,
-            };
+            let limits = a.limits.over(engine.config().limits.clone());
             let network = if a.network {
                 Some(true)
             } else if a.no_network {
