@@ -330,3 +330,34 @@ fn shell_in_a_pty_runs_and_restores_the_terminal() {
     assert_eq!(after.output_flags, before.output_flags, "terminal restored");
     w.ok(&["workspace", "destroy", "u_pty"]);
 }
+
+#[test]
+fn stats_and_policy() {
+    let w = Warren::new(7);
+    w.ok(&["workspace", "create", "u_stats", "--memory", "256M", "--pids", "64"]);
+    w.ok(&["exec", "u_stats", "--", "true"]);
+    let v = w.json(&["stats", "u_stats"]);
+    let s = &v[0]["stats"];
+    assert_eq!(v[0]["user"], "u_stats");
+    assert_eq!((s["memory_limit_bytes"].as_u64(), s["pids_limit"].as_u64()), (Some(256 << 20), Some(64)), "{v}");
+    assert!(s["cpu_percent"].is_number(), "a running workspace has a CPU figure: {v}");
+    let table = w.ok(&["stats"]);
+    assert!(table.starts_with("USER") && table.contains("u_stats") && table.contains("256.0M"), "{table}");
+
+    let p = w.json(&["policy", "u_stats"]);
+    assert_eq!(p["action"], "warn", "the configured default: {p}");
+    w.ok(&["policy", "u_stats", "--action", "stop", "--memory", "80", "--cpu", "0"]);
+    let p = w.json(&["policy", "u_stats"]);
+    assert_eq!((p["action"].as_str(), p["memory_percent"].as_u64()), (Some("stop"), Some(80)), "{p}");
+    assert!(p["cpu_percent"].is_null(), "0 stops watching: {p}");
+    let out = w.run(&["policy", "u_stats", "--action", "explode"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("warn, stop or kill"),
+        "{}",
+        show(&out)
+    );
+    w.ok(&["policy", "u_stats", "--reset"]);
+    let p = w.json(&["policy", "u_stats"]);
+    assert_eq!(p["action"], "warn");
+    w.ok(&["workspace", "destroy", "u_stats"]);
+}
