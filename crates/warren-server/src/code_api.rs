@@ -19,9 +19,9 @@ use warren_code::{
 };
 use warren_core::{BackendKind, UserId};
 
-use crate::api::{Encoding, ExecBody};
+use crate::api::{ExecBody, ExecResult};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::routes::{encode, exec_request, JsonBody};
+use crate::routes::{exec_request, JsonBody};
 use crate::{AppState, Caller};
 
 /// The code routes, merged into the authenticated /v1 API.
@@ -209,22 +209,9 @@ impl From<CommitInfo> for CodeCommit {
 /// `POST .../exec`: the command's result and the commit recorded after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CodeExecResult {
-    /// Exit code (128 + the signal number when a signal killed it).
-    pub exit_code: i32,
-    /// The killing signal.
-    pub signal: Option<i32>,
-    /// Standard output, in `encoding`.
-    pub stdout: String,
-    /// Standard error, in `encoding`.
-    pub stderr: String,
-    /// How `stdout` and `stderr` are encoded.
-    pub encoding: Encoding,
-    /// Killed because the timeout passed.
-    pub timed_out: bool,
-    /// Output beyond 16 MiB per stream was dropped.
-    pub truncated: bool,
-    /// Wall time.
-    pub duration_ms: u64,
+    /// How the command ended and its output.
+    #[serde(flatten)]
+    pub result: ExecResult,
     /// The commit recorded after the command.
     pub commit: CodeCommit,
 }
@@ -584,17 +571,7 @@ pub async fn exec(
     let engine = s.engine.clone();
     let out = detached(async move { Sessions::new(&engine).exec(&id, req).await }).await?;
     let o = out.output;
-    Ok(Json(CodeExecResult {
-        exit_code: o.exit_code,
-        signal: o.signal,
-        stdout: encode(&o.stdout, encoding),
-        stderr: encode(&o.stderr, encoding),
-        encoding,
-        timed_out: o.timed_out,
-        truncated: o.truncated,
-        duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
-        commit: out.commit.into(),
-    }))
+    Ok(Json(CodeExecResult { result: crate::routes::exec_result(&o, encoding), commit: out.commit.into() }))
 }
 
 /// Records the workspace's files now (for changes made outside a tracked command).

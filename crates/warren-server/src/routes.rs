@@ -431,7 +431,12 @@ pub async fn exec(
     req.stdin = stdin;
     s.engine.ensure_running(&user).await?;
     let out = s.engine.exec(&user, req).await?;
-    Ok(Json(ExecResult {
+    Ok(Json(exec_result(&out, encoding)))
+}
+
+/// A finished command as the API answers it, output in `encoding`.
+pub(crate) fn exec_result(out: &warren_core::ExecOutput, encoding: Encoding) -> ExecResult {
+    ExecResult {
         exit_code: out.exit_code,
         signal: out.signal,
         stdout: encode(&out.stdout, encoding),
@@ -440,7 +445,7 @@ pub async fn exec(
         timed_out: out.timed_out,
         truncated: out.truncated,
         duration_ms: u64::try_from(out.duration.as_millis()).unwrap_or(u64::MAX),
-    }))
+    }
 }
 
 /// Decodes a stream's bytes as UTF-8 without splitting a character across two events.

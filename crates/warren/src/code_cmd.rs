@@ -338,9 +338,10 @@ pub async fn run_remote(client: &Client, cmd: CodeCmd, json: bool) -> Result<i32
             let body = a.cmd.body(stdin.as_deref());
             let body = serde_json::to_value(&body).context("encoding the request")?;
             let url = sessions(&[a.session.as_str(), "exec"])?;
-            let r: CodeExecResult = client.get_json(Method::POST, url, Some(Body::Json(body))).await?;
+            let CodeExecResult { result: r, commit } =
+                client.get_json(Method::POST, url, Some(Body::Json(body))).await?;
             let dec = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default();
-            let commit: CommitInfo = serde_json::from_value(serde_json::to_value(&r.commit)?)?;
+            let commit: CommitInfo = serde_json::from_value(serde_json::to_value(&commit)?)?;
             if json {
                 crate::print_json(&ExecJson {
                     exit_code: r.exit_code,
