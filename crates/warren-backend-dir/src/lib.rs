@@ -52,7 +52,7 @@ mod accounts;
 mod exec;
 
 use std::fs::{DirBuilder, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -262,20 +262,7 @@ impl DirBackend {
                 .map_or(0, |d| d.as_secs()),
         };
         let bytes = serde_json::to_vec(&rf).map_err(|e| Error::Internal(format!("encoding the run file: {e}")))?;
-        let path = self.run_file(spec);
-        let tmp = self.run_dir.join(format!(".{}.{}.tmp", spec.id, std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(format!("writing {}", path.display()), e)
-        })?;
-        sync_dir(&self.run_dir);
-        Ok(())
+        warren_core::fs::write_atomic(&self.run_file(spec), &bytes, 0o600)
     }
 
     fn remove_run_file(&self, spec: &WorkspaceSpec) -> Result<()> {
@@ -313,6 +300,12 @@ fn check_spec(spec: &WorkspaceSpec) -> Result<()> {
                 "workspace {what} {id} is a system or reserved id: workspace uids must be at least {MIN_UID} and dedicated to the workspace"
             )));
         }
+    }
+    if let Some(image) = &spec.image {
+        return Err(Error::Unsupported(format!(
+            "the dir backend runs this host's programs and cannot give a workspace the image {image}: \
+             create it without an image, or on the ns or docker backend"
+        )));
     }
     Ok(())
 }

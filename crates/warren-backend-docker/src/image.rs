@@ -3,7 +3,8 @@
 //!
 //! * rootfs tar / directory: `POST /images/create?fromSrc=-` (docker's `import`), tagged as asked.
 //! * `docker save` tar (it has a top-level `manifest.json`): `POST /images/load`; the tags are
-//!   the archive's own.
+//!   the archive's own. For the ns backend, which runs a directory, [`crate::save`] flattens the
+//!   archive's layers (whiteouts applied) into one root filesystem.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -52,6 +52,7 @@ use warren_core::{
 mod exec;
 pub mod image;
 pub mod pool;
+pub mod save;
 
 /// The Engine API version warren speaks (Docker 20.10 and later; `one-shot` stats need 1.41).
 pub const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
@@ -142,6 +143,9 @@ fn check_spec(spec: &WorkspaceSpec) -> Result<()> {
     }
     if spec.username.is_empty() || !spec.username.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(Error::InvalidRequest(format!("username {:?} is not a valid account name", spec.username)));
+    }
+    if let Some(image) = &spec.image {
+        warren_core::config::check_image_name(image)?;
     }
     Ok(())
 }
@@ -303,6 +307,11 @@ impl DockerBackend {
         Ok(dir)
     }
 
+    /// The image `spec` runs: its own, else the configured one.
+    fn image_of<'a>(&'a self, spec: &'a WorkspaceSpec) -> &'a str {
+        spec.image.as_deref().unwrap_or(&self.inner.opts.image)
+    }
+
     fn container_config(&self, spec: &WorkspaceSpec, run: &Path) -> ContainerCreateBody {
         let home_host = self.home(spec);
         let home = Self::home_in_container(spec);
@@ -340,7 +349,7 @@ impl DockerBackend {
             ..Default::default()
         };
         ContainerCreateBody {
-            image: Some(self.inner.opts.image.clone()),
+            image: Some(self.image_of(spec).to_owned()),
             cmd: Some(vec!["sleep".to_owned(), "2147483647".to_owned()]),
             entrypoint: Some(vec![]),
             user: Some(format!("{}:{}", spec.uid, spec.gid)),
@@ -427,6 +436,14 @@ impl Backend for DockerBackend {
     async fn create(&self, spec: &WorkspaceSpec) -> Result<()> {
         check_spec(spec)?;
         spec.limits.validate()?;
+        // A workspace of an image that was never imported fails now, not at its first start.
+        if let Some(image) = &spec.image {
+            if !image::exists(&self.inner.docker, image).await? {
+                return Err(Error::NotFound(format!(
+                    "the image {image} in the docker daemon: import it with `warren image import <rootfs> --tag {image}`"
+                )));
+            }
+        }
         let (this, s) = (self.clone(), spec.clone());
         blocking(move || this.create_home(&s)).await?;
         tracing::info!("workspace directory ready");
@@ -457,7 +474,7 @@ impl Backend for DockerBackend {
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         self.inner.docker.create_container(Some(opts), config).await.map_err(|e| {
             let hint = if is_status(&e, 404) {
-                format!(" (is the image {} imported? see `warren image import`)", self.inner.opts.image)
+                format!(" (is the image {} imported? see `warren image import`)", self.image_of(spec))
             } else {
                 String::new()
             };

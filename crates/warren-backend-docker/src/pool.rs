@@ -206,23 +206,8 @@ impl DockerPool {
     }
 
     fn write_placement(&self, p: &Placement) -> Result<()> {
-        let path = self.inner.run.join("placement.json");
-        let tmp = self.inner.run.join(".placement.json.tmp");
         let body = serde_json::to_vec_pretty(p).map_err(|e| Error::Internal(format!("encoding the placement: {e}")))?;
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(&body)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("moving {} into place", path.display()), e))?;
-        File::open(&self.inner.run)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", self.inner.run.display()), e))
+        warren_core::fs::write_atomic(&self.inner.run.join("placement.json"), &body, 0o600)
     }
 
     /// Changes the placement under the lock; returns what `f` returns.
@@ -501,6 +486,13 @@ impl Backend for DockerPool {
                 "pooled containers have no network: create the workspace without network, or use the docker backend"
                     .into(),
             ));
+        }
+        if let Some(image) = spec.image.as_deref().filter(|i| *i != self.inner.opts.image) {
+            return Err(Error::Unsupported(format!(
+                "pooled containers all run the pool's image {}, not {image}: create the workspace without an image, \
+                 or on the docker backend",
+                self.inner.opts.image
+            )));
         }
         let (this, s) = (self.clone(), spec.clone());
         let seat = blocking(move || {

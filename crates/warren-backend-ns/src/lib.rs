@@ -136,6 +136,25 @@ impl NsBackend {
         self
     }
 
+    /// The root filesystem `spec` runs: its own image's, else the backend's (`None`: the host's),
+    /// checked to hold a shell.
+    fn image_of(&self, spec: &WorkspaceSpec) -> Result<Option<PathBuf>> {
+        let image = match &spec.image {
+            Some(name) => Some(warren_core::config::image_rootfs(&self.state_dir, name)?),
+            None => self.image.clone(),
+        };
+        if let Some(dir) = &image {
+            if !dir.join("bin/sh").exists() && !dir.join("usr/bin/sh").exists() {
+                let name = spec.image.as_deref().map_or_else(|| dir.display().to_string(), str::to_owned);
+                return Err(Error::NotFound(format!(
+                    "the image {name} (no /bin/sh in {}): import one with `warren image import <rootfs> --tag NAME`",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(image)
+    }
+
     /// Turns user namespaces on or off (default: on where the kernel allows them; the
     /// `WARREN_NS_USERNS=0` environment variable turns them off).
     pub fn with_userns(mut self, on: bool) -> Self {
@@ -187,20 +206,8 @@ impl NsBackend {
     }
 
     fn write_record(&self, spec: &WorkspaceSpec, rec: &InitRecord) -> Result<()> {
-        let dir = self.run_dir(spec);
-        let tmp = dir.join("init.json.tmp");
         let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("writing init record", e))?;
-            f.write_all(&data).map_err(|e| Error::io("writing init record", e))?;
-            f.sync_all().map_err(|e| Error::io("syncing init record", e))?;
-        }
-        std::fs::rename(&tmp, dir.join("init.json")).map_err(|e| Error::io("renaming init record", e))?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        warren_core::fs::write_atomic(&self.run_dir(spec).join("init.json"), &data, 0o600)
     }
 
     /// Kills the init (and with it the whole pid namespace), empties and removes the cgroup,
@@ -217,8 +224,14 @@ impl NsBackend {
         let cg = Cgroup::open(&Self::cgroup_name(spec)).map_err(sys_err)?;
         cg.destroy().map_err(sys_err)?;
         let run = self.run_dir(spec);
-        for f in ["init.json", "ctl.sock", "init.json.tmp"] {
+        for f in ["init.json", "ctl.sock"] {
             let _ = std::fs::remove_file(run.join(f));
+        }
+        // A record write killed midway leaves its temporary file (`.init.json.warren-tmp-*`).
+        if let Ok(rd) = std::fs::read_dir(&run) {
+            for e in rd.flatten().filter(|e| e.file_name().as_encoded_bytes().starts_with(b".init.json.")) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         Ok(())
     }
@@ -248,15 +261,7 @@ impl NsBackend {
                 sock.display()
             )));
         }
-        let image = spec.image.clone().or_else(|| self.image.clone());
-        if let Some(dir) = &image {
-            if !dir.join("bin/sh").exists() && !dir.join("usr/bin/sh").exists() {
-                return Err(Error::NotFound(format!(
-                    "the image {} (no /bin/sh in it): import one with `warren image import <rootfs> --tag NAME`",
-                    dir.display()
-                )));
-            }
-        }
+        let image = self.image_of(spec)?;
         let l = &spec.limits;
         let cg = Cgroup::create(
             &Self::cgroup_name(spec),
@@ -328,6 +333,8 @@ impl Backend for NsBackend {
     }
 
     async fn create(&self, spec: &WorkspaceSpec) -> Result<()> {
+        // A workspace of an image that was never imported fails now, not at its first start.
+        self.image_of(spec)?;
         let home = self.home(spec);
         let (uid, gid) = (spec.uid, spec.gid);
         blocking(move || create_home(&home, uid, gid)).await

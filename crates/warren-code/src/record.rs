@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -223,25 +222,7 @@ pub(crate) fn read_record(dir: &Path) -> Result<SessionRecord> {
 /// Writes a session record atomically: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_record(dir: &Path, rec: &SessionRecord) -> Result<()> {
     let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::Internal(format!("encoding the record: {e}")))?;
-    write_atomic(&dir.join("session.json"), &data)
-}
-
-/// temp + fsync + rename + fsync(dir), mode 0600.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("writing {}", path.display()), e)
-    })
+    warren_core::fs::write_atomic(&dir.join("session.json"), &data, 0o600)
 }
 
 /// The session's lock, held by every change (exec and its commit, commit, sync, stop), across

@@ -140,7 +140,7 @@ fn save_cache(path: &Path, cache: &Cache) -> Result<()> {
             hex(p)
         ));
     }
-    crate::record::write_atomic(path, out.as_bytes())
+    warren_core::fs::write_atomic(path, out.as_bytes(), 0o600)
 }
 
 /// Records the tree beneath `home` (owned by `uid`) as a commit on the session's branch.

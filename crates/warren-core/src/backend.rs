@@ -177,8 +177,12 @@ pub struct WorkspaceSpec {
     pub limits: Limits,
     /// Network access beyond loopback.
     pub network: bool,
-    /// Root filesystem image directory (ns backend); `None` uses the host's read-only `/usr`.
-    pub image: Option<PathBuf>,
+    /// The image this workspace runs, by name (one `warren image import` made: a docker tag on
+    /// `docker`, a root filesystem under `{state_dir}/images/` on `ns`); `None`: the backend's
+    /// configured default (`CONTAINER_IMAGE`, else docker's default image or the host's programs
+    /// on `ns`). The `dir` and `pool` backends cannot give one workspace its own image.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// Lifecycle state.

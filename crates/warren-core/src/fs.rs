@@ -348,6 +348,27 @@ pub fn create_private_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Writes a host-side file (state, records, markers) so that a crash or `kill -9` at any point
+/// leaves either the old content or the new, never a mix: a temporary file beside it
+/// (`O_EXCL`, `mode`), fsync, rename over `path`, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let parent = path.parent().ok_or_else(|| Error::InvalidRequest(format!("{} has no parent", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::InvalidRequest(format!("{} has no name", path.display())))?;
+    let tmp = parent.join(temp_name(name));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("writing {}", path.display()), e)
+    })?;
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing {}", parent.display()), e))
+}
+
 fn temp_name(name: &OsStr) -> OsString {
     let mut rnd = [0u8; 6];
     let _ = getrandom::fill(&mut rnd);

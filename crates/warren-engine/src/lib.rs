@@ -64,6 +64,8 @@ pub struct CreateOptions {
     pub backend: Option<BackendKind>,
     /// The resource monitor's policy for this workspace (`None`: the configured default).
     pub policy: Option<warren_core::monitor::MonitorPolicy>,
+    /// The image it runs (`None`: the configured default, which follows later changes of it).
+    pub image: Option<String>,
 }
 
 /// A workspace as a caller sees it.
@@ -85,6 +87,8 @@ pub struct WorkspaceInfo {
     pub limits: Limits,
     /// Network beyond loopback.
     pub network: bool,
+    /// Its own image (`None`: the configured default).
+    pub image: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -169,6 +173,9 @@ impl Engine {
             p.validate()?;
         }
         let network = opts.network.unwrap_or(self.cfg.network);
+        if let Some(image) = &opts.image {
+            warren_core::config::check_image_name(image)?;
+        }
         let kind = opts.backend.filter(|k| *k != BackendKind::Auto).unwrap_or(self.kind);
         let backend = self.backend_for(kind)?;
         let _lock = self.lock(user).await?;
@@ -188,12 +195,15 @@ impl Engine {
             desired_state: DesiredState::Stopped,
             limits,
             network,
+            image: opts.image.clone(),
             created_at: now,
             updated_at: now,
         };
         Span::current().record("workspace", field::display(&rec.workspace_id));
-        let event =
-            NewEvent::new("create", json!({ "uid": uid, "backend": kind, "limits": rec.limits, "network": network }));
+        let event = NewEvent::new(
+            "create",
+            json!({ "uid": uid, "backend": kind, "limits": rec.limits, "network": network, "image": rec.image }),
+        );
         let r = rec.clone();
         // Until the directory exists too (a create killed in between is completed on recovery).
         self.snap.mark(user, snapshots::CREATE_OP)?;
@@ -580,7 +590,7 @@ fn spec_of(rec: &WorkspaceRecord) -> WorkspaceSpec {
         gid: rec.uid,
         limits: rec.limits.clone(),
         network: rec.network,
-        image: None,
+        image: rec.image.clone(),
     }
 }
 
@@ -594,6 +604,7 @@ fn info_of(rec: WorkspaceRecord, state: State) -> WorkspaceInfo {
         state,
         limits: rec.limits,
         network: rec.network,
+        image: rec.image,
         created_at: rec.created_at,
     }
 }

@@ -390,11 +390,7 @@ fn write_marker(markers: &Path, user: &UserId, op: &str, was_running: bool) -> R
     let _ = std::fs::set_permissions(markers, std::fs::Permissions::from_mode(0o700));
     let m = Marker { op: op.to_owned(), was_running, pid: std::process::id(), at: Timestamp::now().as_millis() };
     let body = serde_json::to_vec(&m).map_err(|e| Error::Internal(e.to_string()))?;
-    let path = markers.join(format!("{user}.json"));
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, body)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    warren_core::fs::write_atomic(&markers.join(format!("{user}.json")), &body, 0o600)
 }
 
 fn remove_marker(markers: &Path, user: &UserId) {

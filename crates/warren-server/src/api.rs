@@ -138,6 +138,9 @@ pub struct Workspace {
     pub limits: LimitsBody,
     /// Network beyond loopback.
     pub network: bool,
+    /// Its own image; `null`: the server's configured default.
+    #[schema(example = "python:3.11")]
+    pub image: Option<String>,
     /// When it was created (RFC 3339, UTC, milliseconds).
     #[schema(example = "2026-01-01T12:00:00.000Z")]
     pub created_at: String,
@@ -154,6 +157,7 @@ impl From<WorkspaceInfo> for Workspace {
             state: i.state.into(),
             limits: i.limits.into(),
             network: i.network,
+            image: i.image,
             created_at: i.created_at.to_string(),
         }
     }
@@ -172,6 +176,10 @@ pub struct CreateWorkspace {
     pub network: Option<bool>,
     /// The resource monitor's policy (admin only; default: the server's `[monitor.policy]`).
     pub policy: Option<PolicyBody>,
+    /// The image to run, one `warren image import` made on this host (`ns` and `docker`
+    /// backends); default: the server's `CONTAINER_IMAGE`, else the host's programs (`ns`).
+    #[schema(example = "python:3.11")]
+    pub image: Option<String>,
 }
 
 /// Resource usage against the workspace's limits, and the monitor policy that applies.

@@ -1,7 +1,10 @@
 //! The code-session routes (`/v1/code/sessions`; see docs/code-sessions.md).
 //!
-//! Starting a session copies a directory of the server host into a sandbox, so only an admin
-//! may start one (naming the user it is for with `owner`); from then on the owner drives it.
+//! Starting a session copies a directory of the server host into a sandbox, so an admin may
+//! start one on any directory (naming the user it is for with `owner`), a normal user only for
+//! themselves on a directory beneath one of `[server] code_project_roots` (`{user}` in a root is
+//! their id; the path is resolved, symlinks and `..` included, before it is checked). From then
+//! on the owner drives it.
 //! A normal user sees and acts on their own sessions only (403 otherwise); sessions started by
 //! the local CLI have no owner and are an admin's. Work that changes state (start, exec and
 //! its commit, commit, sync, stop) runs in a task of its own, so a client that goes away or a
@@ -461,14 +464,15 @@ async fn detached<T: Send + 'static>(
 
 /// Starts a coding session: copies a directory of the server host (everything but `.git` and
 /// the excluded names) into a new sandboxed workspace (no network unless asked) and records it
-/// as the base commit. Admins only: it reads any directory of the host; `owner` names the user
-/// who then drives the session.
+/// as the base commit. An admin may name any directory and, with `owner`, the user who then
+/// drives the session; a normal user only a directory beneath one of the server's
+/// `code_project_roots`, for themselves.
 #[utoipa::path(post, path = "/v1/code/sessions", tag = "code", security(("bearer" = [])),
     request_body = StartSession,
     responses(
         (status = 201, body = CodeSession),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 403, description = "not an admin, and the path is not beneath a project root of the caller's", body = ErrorBody),
         (status = 404, description = "no such directory", body = ErrorBody),
     ))]
 pub async fn start_session(
@@ -476,7 +480,12 @@ pub async fn start_session(
     Extension(c): Extension<Caller>,
     JsonBody(body): JsonBody<StartSession>,
 ) -> ApiResult<(StatusCode, Json<CodeSession>)> {
-    c.principal.require_admin("starting a code session (it copies a directory of the server host)")?;
+    if !c.principal.admin && s.cfg.code_project_roots.is_empty() {
+        c.principal.require_admin(
+            "starting a code session (it copies a directory of the server host; \
+             [server] code_project_roots lets users start them beneath their own directories)",
+        )?;
+    }
     let owner = match &body.owner {
         Some(o) => c.target(o)?,
         None => c.target("me")?,
@@ -488,6 +497,7 @@ pub async fn start_session(
     if !path.is_absolute() {
         return Err(ApiError::bad_request("path must be an absolute directory on the server host"));
     }
+    let path = if c.principal.admin { path } else { beneath_a_root(&s.cfg.code_project_roots, &owner, &path)? };
     let backend = match &body.backend {
         None => None,
         Some(b) => Some(b.parse::<BackendKind>().map_err(ApiError::from)?),
@@ -504,6 +514,32 @@ pub async fn start_session(
     let engine = s.engine.clone();
     let info = detached(async move { Sessions::new(&engine).start(opts).await }).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
+}
+
+/// `path` resolved (symlinks, `.` and `..`), if it is beneath one of `roots` with `{user}` as
+/// `owner`; 404 if it does not exist, 403 if it is elsewhere.
+fn beneath_a_root(roots: &[String], owner: &UserId, path: &std::path::Path) -> ApiResult<std::path::PathBuf> {
+    let roots: Vec<String> = roots.iter().map(|r| r.replace("{user}", owner.as_str())).collect();
+    let refused = || {
+        ApiError::forbidden(format!(
+            "{} is not beneath a code project root of user {owner} (the server's code_project_roots: {})",
+            path.display(),
+            roots.join(", ")
+        ))
+    };
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        // Whether a path exists is only told about the caller's own directories.
+        Err(e) if roots.iter().any(|r| path.starts_with(r)) => {
+            return Err(warren_core::Error::io(format!("resolving {}", path.display()), e).into())
+        }
+        Err(_) => return Err(refused()),
+    };
+    if roots.iter().any(|r| std::fs::canonicalize(r).is_ok_and(|r| real.starts_with(r))) {
+        Ok(real)
+    } else {
+        Err(refused())
+    }
 }
 
 /// Lists sessions: every one for an admin, the caller's own otherwise.

@@ -19,6 +19,7 @@
 //! | `server.max_containers` | `MAX_CONTAINERS` | 10 | most containers in the pool (`[pool] max_containers`) |
 //! | `server.users_per_container` | `USERS_PER_CONTAINER` | 20 | most users per pooled container (`[pool] users_per_container`) |
 //! | `server.container_image` | `CONTAINER_IMAGE` | `warren-workspace:latest` | the image of workspaces (the top-level `image`): a docker tag for docker and pool, an imported root filesystem for ns (`warren image import`) |
+//! | `server.code_project_roots` | | none | directories beneath which a normal user may start a code session on a project of the host (`{user}` in a root is the caller's user id); admins may start one on any directory |
 //! | `auth.jwks_url` | `WARREN_JWKS_URL` | none | verify tokens against this JWKS (Auth0, Keycloak, Clerk, Supabase, ...) |
 //! | `auth.public_key_file` | `WARREN_JWT_PUBLIC_KEY_FILE` | none | ... or against this PEM public key (RSA, P-256 or Ed25519) |
 //! | `auth.secret_file` | `WARREN_JWT_SECRET_FILE` | none | ... or HS256 with the secret in this file |
@@ -80,6 +81,9 @@ pub struct ServerConfig {
     pub users_per_container: Option<u32>,
     /// The seed's `CONTAINER_IMAGE`.
     pub container_image: Option<String>,
+    /// Directories beneath which a normal user may start a code session (`{user}`: the
+    /// caller's id), like `/srv/projects/{user}`; empty: only admins start sessions.
+    pub code_project_roots: Vec<String>,
 }
 
 /// Default address: loopback only.
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             max_containers: None,
             users_per_container: None,
             container_image: None,
+            code_project_roots: Vec::new(),
         }
     }
 }
@@ -387,6 +392,17 @@ impl ServerConfig {
         }
         if let Some(img) = &self.container_image {
             check_image("CONTAINER_IMAGE", img)?;
+        }
+        for root in &self.code_project_roots {
+            let path = std::path::Path::new(root);
+            let placeholder_ok = root.split('/').all(|c| c == "{user}" || !c.contains(['{', '}']));
+            if !path.is_absolute() || !placeholder_ok || root.split('/').any(|c| c == "..") {
+                return Err(bad(
+                    "server.code_project_roots",
+                    root,
+                    "expected an absolute directory without `..`, where `{user}` may stand for a whole path component",
+                ));
+            }
         }
         let mut notes = Vec::new();
         if self.use_containers {

@@ -207,7 +207,7 @@ pub async fn create_workspace(
         }
         Some(p) => Some(MonitorPolicy::try_from(p)?),
     };
-    let opts = CreateOptions { limits, network: body.network, policy, ..Default::default() };
+    let opts = CreateOptions { limits, network: body.network, policy, image: body.image, ..Default::default() };
     let info = s.engine.create(&user, opts).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }

@@ -116,11 +116,23 @@ async fn create_takes_partial_limits_over_the_defaults() {
         (json!({ "color": "red" }), "invalid_request"),
         (json!({ "user": "u_someone_else" }), "forbidden"),
         (json!({ "user": "../x" }), "invalid_id"),
+        (json!({ "image": "../../etc" }), "invalid_request"),
+        (json!({ "image": "" }), "invalid_request"),
+        // This server's backend is dir: the host's programs, no image of a workspace's own.
+        (json!({ "image": "python:3.11" }), "unsupported"),
     ] {
         let (status, e) = api.post("/v1/workspaces", &t2, body.clone()).await;
         assert_eq!(error_code(&e), code, "{body}: {e}");
-        assert_eq!(status, if code == "forbidden" { 403 } else { 400 }, "{body}");
+        let want = match code {
+            "forbidden" => 403,
+            "unsupported" => 501,
+            _ => 400,
+        };
+        assert_eq!(status, want, "{body}");
     }
+    let (status, w) = api.get("/v1/workspaces/me", &t2).await;
+    assert_eq!(status, 404, "no failed create left a workspace: {w}");
+    assert_eq!(api.get("/v1/workspaces/me", &t).await.1["image"], json!(null), "no image of its own");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,12 +13,66 @@ use warren_server::config::ServerConfig;
 const UID_BASE: u32 = 3_100_000;
 
 async fn server(slot: u32) -> (TestServer, JwksServer, Signer, tempfile::TempDir) {
+    server_with(slot, |_| ServerConfig::default()).await
+}
+
+/// A server whose settings may name directories of its temporary directory.
+async fn server_with(
+    slot: u32,
+    settings: impl FnOnce(&std::path::Path) -> ServerConfig,
+) -> (TestServer, JwksServer, Signer, tempfile::TempDir) {
     let key = Signer::rsa("k1");
     let jwks = JwksServer::start(json!({ "keys": [key.jwk()] })).await;
     let (tmp, mut cfg) = engine_config(slot);
     cfg.uid_base = UID_BASE + slot * 1000;
-    let srv = TestServer::start_on(cfg, jwks_auth(&jwks.url), ServerConfig::default()).await;
+    let srv = TestServer::start_on(cfg, jwks_auth(&jwks.url), settings(tmp.path())).await;
     (srv, jwks, key, tmp)
+}
+
+/// With `code_project_roots`, a normal user starts sessions for themselves beneath their own
+/// root, and nowhere else: not another user's root, not through a symlink or `..` out of theirs,
+/// not for someone else; whether a path exists is told only inside their root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_starts_sessions_beneath_their_project_root_only() {
+    let (srv, _jwks, key, tmp) = server_with(51, |t| ServerConfig {
+        code_project_roots: vec![format!("{}/projects/{{user}}", t.display())],
+        ..ServerConfig::default()
+    })
+    .await;
+    let alice = key.token(&claims("u_alice"));
+    let projects = tmp.path().join("projects");
+    for p in ["u_alice/app/src", "u_bob/secret"] {
+        std::fs::create_dir_all(projects.join(p)).expect("mkdir");
+    }
+    std::fs::write(projects.join("u_alice/app/src/main.rs"), b"fn main() {}\n").expect("write");
+    std::fs::write(projects.join("u_bob/secret/key"), b"bob's\n").expect("write");
+    std::os::unix::fs::symlink(projects.join("u_bob/secret"), projects.join("u_alice/link")).expect("symlink");
+    let p = |rel: &str| projects.join(rel).to_string_lossy().into_owned();
+
+    for (path, owner, status) in [
+        (p("u_bob/secret"), None, 403),
+        (p("u_alice/link"), None, 403),
+        (p("u_alice/../u_bob/secret"), None, 403),
+        ("/etc".to_owned(), None, 403),
+        ("/nonexistent/anywhere".to_owned(), None, 403),
+        (p("u_alice/missing"), None, 404),
+        (p("u_alice/app"), Some("u_bob"), 403),
+    ] {
+        let body = json!({ "path": path, "owner": owner, "backend": "dir" });
+        let (st, answer) = srv.post("/v1/code/sessions", &alice, body.clone()).await;
+        assert_eq!(st, status, "{body}: {answer}");
+    }
+    let (st, body) = srv.post("/v1/code/sessions", &alice, json!({ "path": p("u_alice/app"), "backend": "dir" })).await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["owner"], "u_alice");
+    assert_eq!(body["copy"]["files"], 1, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (st, body) =
+        srv.post(&format!("/v1/code/sessions/{id}/exec"), &alice, json!({ "argv": ["cat", "src/main.rs"] })).await;
+    assert_eq!((st, body["stdout"].as_str()), (200, Some("fn main() {}\n")), "{body}");
+    let (st, body) =
+        srv.call(Method::DELETE, &format!("/v1/code/sessions/{id}?discard=true"), Some(&alice), None).await;
+    assert_eq!(st, 200, "{body}");
 }
 
 fn check<T: serde::de::DeserializeOwned>(v: &Value) -> T {

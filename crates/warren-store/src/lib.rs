@@ -111,6 +111,10 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE workspaces;
     ALTER TABLE workspaces_v4 RENAME TO workspaces;
     ",
+    // 5: a workspace's own image (NULL: the configured default).
+    "
+    ALTER TABLE workspaces ADD COLUMN image TEXT CHECK (image IS NULL OR length(image) BETWEEN 1 AND 200);
+    ",
 ];
 
 /// The schema version this build writes (and the newest it reads).
@@ -176,6 +180,8 @@ pub struct WorkspaceRecord {
     pub limits: Limits,
     /// Network beyond loopback.
     pub network: bool,
+    /// Its own image (`None`: the configured default).
+    pub image: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When the row last changed.
@@ -386,8 +392,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO workspaces (user_id, workspace_id, uid, username, backend, desired_state, limits, network,
-                                     created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                     created_at, updated_at, image)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 rec.user.as_str(),
                 rec.workspace_id.as_str(),
@@ -399,6 +405,7 @@ impl Store {
                 rec.network,
                 rec.created_at.as_millis(),
                 rec.updated_at.as_millis(),
+                rec.image,
             ],
         )
         .ctx("inserting a workspace")?;
@@ -717,7 +724,7 @@ fn insert_event(
 }
 
 const SELECT_WORKSPACE: &str = "SELECT user_id, workspace_id, uid, username, backend, desired_state, limits, network,
-                                       created_at, updated_at
+                                       created_at, updated_at, image
                                 FROM workspaces";
 
 struct RawRecord {
@@ -731,6 +738,7 @@ struct RawRecord {
     network: bool,
     created_at: i64,
     updated_at: i64,
+    image: Option<String>,
 }
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -745,6 +753,7 @@ fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
         network: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        image: r.get(10)?,
     })
 }
 
@@ -772,6 +781,7 @@ impl RawRecord {
             limits: serde_json::from_str(&self.limits)
                 .map_err(|e| StoreError::Corrupt(format!("limits of the workspace of user {user}: {e}")))?,
             network: self.network,
+            image: self.image,
             created_at: Timestamp::from_millis(self.created_at),
             updated_at: Timestamp::from_millis(self.updated_at),
             user,
@@ -806,7 +816,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 3).expect("version 3");
             conn.execute_batch(
                 "INSERT INTO uid_allocations VALUES ('u_old', 2000001, 1);
-                 INSERT INTO workspaces VALUES ('u_old', 'ws_old', 2000001, 'u_old', 'ns', 'running', '{}', 0, 1, 1);
+                 INSERT INTO workspaces VALUES ('u_old', 'ws_01JDQ8Y3H0XK4S3V7Q9B2C5D6E', 2000001, 'u_old', 'ns', 'running', '{}', 0, 1, 1);
                  INSERT INTO workspace_activity VALUES ('u_old', 5, 0, NULL);
                  INSERT INTO workspace_policy VALUES ('u_old', '{\"action\":\"stop\"}');",
             )
@@ -820,6 +830,9 @@ mod tests {
         }
         let store = Store::open(&path).expect("migrate");
         assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        // Migration 5: the old row reads back, with no image of its own.
+        let old = store.get_workspace(&UserId::new("u_old").expect("id")).expect("read").expect("the old workspace");
+        assert_eq!((old.backend, old.image), (BackendKind::Ns, None));
         let conn = store.conn();
         let count = |t: &str| conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0));
         assert_eq!(count("workspaces").expect("count"), 1);
@@ -827,7 +840,7 @@ mod tests {
         assert_eq!(count("workspace_policy").expect("count"), 1, "the policy survived the rebuild");
         conn.execute_batch(
             "INSERT INTO uid_allocations VALUES ('u_pool', 2000003, 1);
-             INSERT INTO workspaces VALUES ('u_pool', 'ws_pool', 2000003, 'u_pool', 'pool', 'stopped', '{}', 0, 1, 1);",
+             INSERT INTO workspaces VALUES ('u_pool', 'ws_pool', 2000003, 'u_pool', 'pool', 'stopped', '{}', 0, 1, 1, NULL);",
         )
         .expect("a pool workspace fits the new schema");
         // Foreign keys are on again: deleting a workspace still cascades.

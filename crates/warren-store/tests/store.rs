@@ -27,6 +27,7 @@ fn record(store: &Store, u: &UserId) -> WorkspaceRecord {
         desired_state: DesiredState::Stopped,
         limits: Limits::default(),
         network: false,
+        image: None,
         created_at: now,
         updated_at: now,
     }
@@ -136,6 +137,7 @@ fn a_workspace_needs_its_users_uid() {
         desired_state: DesiredState::Stopped,
         limits: Limits::default(),
         network: true,
+        image: Some("python:3.11".into()),
         created_at: now,
         updated_at: now,
     };
@@ -147,6 +149,8 @@ fn a_workspace_needs_its_users_uid() {
     assert!(err.to_string().contains("allocation is"), "{err}");
     rec.uid = uid;
     store.insert_workspace(&rec, &ev("create")).expect("right uid");
+    let back = store.get_workspace(&rec.user).expect("get").expect("present");
+    assert_eq!(back.image.as_deref(), Some("python:3.11"), "a workspace's own image is kept");
     assert!(store.get_workspace(&rec.user).expect("get").expect("present").network);
     assert!(store.events(Some(&rec.user), 10).expect("events").iter().all(|e| e.kind != "failed"));
 }

@@ -1,8 +1,9 @@
 //! The CLI as a client of `warren serve` (`--url` / `WARREN_URL`): the same commands and
 //! output as the local mode, over the REST API. Without `--url` the CLI uses the engine directly.
 //!
-//! Differences: `shell` is not available (it needs a terminal stream over HTTP), nor `snapshot`
-//! yet (the API has the routes; the client does not speak them yet); `exec` sends stdin whole
+//! Differences: `image` and `snapshot export`/`import` are not available (they touch this
+//! host's files); `shell` speaks the server's terminal WebSocket ([`crate::shell_remote`]) and
+//! runs the server's login shell (no `--cwd`, `--env` or command); `exec` sends stdin whole
 //! (read to its end first) and without `--timeout` gets the server's `exec_timeout_secs`;
 //! signals are not forwarded (interrupting the client closes the stream, which kills the
 //! command).
@@ -23,7 +24,8 @@ use warren_server::api::{EventBody, ExecEventBody, ExecResult, FileEntry, Limits
 use warren_server::error::ErrorBody;
 
 use crate::{
-    print_entries, print_json, print_status, print_workspace_table, state_line, Cmd, ExecArgs, ExecJson, WorkspaceCmd,
+    created_line, print_entries, print_json, print_status, print_workspace_table, state_line, Cmd, ExecArgs, ExecJson,
+    WorkspaceCmd,
 };
 
 /// A connection to `warren serve`.
@@ -53,6 +55,16 @@ pub fn run(url: &str, cfg: &Config, config_file: Option<&Path>, cmd: Cmd, json: 
 }
 
 impl Client {
+    /// The server's address (`--url`).
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The token this client sends.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
     pub(crate) fn url(&self, segments: &[&str]) -> Result<Url> {
         let mut u = self.base.clone();
         {
@@ -126,11 +138,9 @@ impl Client {
             Cmd::Policy(a) => crate::stats_cmd::policy_remote(self, a, json_out).await,
             Cmd::Code(c) => crate::code_cmd::run_remote(self, c, json_out).await,
             Cmd::Skill(c) => crate::skill_cmd::run_remote(self, c, json_out).await,
+            Cmd::Snapshot(c) => crate::snapshot_cmd::run_remote(self, c, json_out).await,
             Cmd::Exec(a) => self.exec(a, json_out).await,
-            Cmd::Shell(_) => bail!(
-                "warren shell is not available with --url yet (it needs a terminal stream over HTTP); \
-                 run it on the server host, or use warren exec"
-            ),
+            Cmd::Shell(a) => crate::shell_remote::shell(self, a).await,
             Cmd::Ls { user, path } => {
                 let path = WorkspacePath::new(path.unwrap_or_default())?;
                 let mut url = self.ws(&user, &["files"])?;
@@ -213,26 +223,12 @@ impl Client {
     async fn workspace(&self, cmd: WorkspaceCmd, json_out: bool) -> Result<i32> {
         match cmd {
             WorkspaceCmd::Create(a) => {
-                let limits = a.limits.patch();
-                let network = if a.network {
-                    Some(true)
-                } else if a.no_network {
-                    Some(false)
-                } else {
-                    None
-                };
-                let body = json!({ "user": a.user.as_str(), "limits": limits, "network": network });
+                let body = json!({
+                    "user": a.user.as_str(), "limits": a.limits.patch(), "network": a.network(), "image": a.image,
+                });
                 let w: Workspace =
                     self.get_json(Method::POST, self.url(&["v1", "workspaces"])?, Some(Body::Json(body))).await?;
-                let info = to_info(w)?;
-                if json_out {
-                    print_json(&info)?;
-                } else {
-                    println!(
-                        "created workspace {} for {} (uid {}, backend {}, {})",
-                        info.workspace_id, info.user, info.uid, info.backend, info.state
-                    );
-                }
+                created_line(&to_info(w)?, json_out)?;
             }
             WorkspaceCmd::Start { user } => {
                 let w: Workspace = self.get_json(Method::POST, self.ws(&user, &["start"])?, None).await?;
@@ -359,6 +355,7 @@ fn to_info(w: Workspace) -> Result<WorkspaceInfo> {
         state: w.state.into(),
         limits: Limits { memory_bytes, cpu_millis, pids, disk_bytes, nofile },
         network: w.network,
+        image: w.image,
         created_at: parse_timestamp(&w.created_at)
             .ok_or_else(|| anyhow!("the server sent a bad timestamp {:?}", w.created_at))?,
     })

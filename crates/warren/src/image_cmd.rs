@@ -7,18 +7,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use warren_backend_docker::image::{self, SourceKind};
+use warren_backend_docker::save::{self, DockerSave};
 use warren_backend_docker::{DockerBackend, DockerOptions};
 
 /// The `image` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Import an image from a root filesystem (a directory or a tar of one) or a `docker save`
-    /// archive into the local docker daemon.
+    /// archive: into the local docker daemon when one answers, and unpacked for the ns backend
+    /// (a `docker save` archive's layers flattened into one root filesystem).
     #[command(after_help = "\
 Examples:
   warren image import ./rootfs --tag warren-workspace:latest
   warren image import rootfs.tar --tag my-python:3.11
-  warren image import saved.tar                 # docker save archives keep their own tags
+  warren image import saved.tar                 # the ns image is named by the archive's own tag
+  warren image import saved.tar --tag my-app:1  # ... or by --tag (docker keeps the archive's tags)
   warren image minimal --tag warren-workspace:latest   # busybox + dash from this host
 
 Workspaces use $CONTAINER_IMAGE (or $WARREN_CONTAINER_IMAGE), default warren-workspace:latest;
@@ -26,9 +29,11 @@ the image needs /bin/sh (and `mount` for the pool).")]
     Import {
         /// A directory, a rootfs tar or a `docker save` tar.
         source: PathBuf,
-        /// The tag for a root filesystem.
-        #[arg(long, default_value = warren_backend_docker::DEFAULT_IMAGE)]
-        tag: String,
+        /// The image's name. A root filesystem defaults to warren-workspace:latest; a `docker save`
+        /// archive to its own single tag, and when it holds several images --tag also picks the
+        /// one tagged so (docker loads them all under their own tags).
+        #[arg(long)]
+        tag: Option<String>,
     },
     /// Build a small image from this host's own programs (busybox, dash, head, and --with
     /// programs with their libraries) and import it: for hosts that cannot pull one.
@@ -47,10 +52,35 @@ the image needs /bin/sh (and `mount` for the pool).")]
 pub async fn run(cmd: ImageCmd, state_dir: &Path) -> Result<i32> {
     match cmd {
         ImageCmd::Import { source, tag } => {
-            warren_core::config::check_image_name(&tag)?;
+            if let Some(t) = &tag {
+                warren_core::config::check_image_name(t)?;
+            }
             let src = source.clone();
             let kind = tokio::task::spawn_blocking(move || image::detect(&src)).await.context("detecting")??;
-            if kind != SourceKind::DockerSave {
+            let tag = match (tag, kind) {
+                (Some(t), _) => Ok(t),
+                (None, SourceKind::DockerSave) => {
+                    let src = source.clone();
+                    let images = tokio::task::spawn_blocking(move || DockerSave::open(&src).map(|s| s.images()))
+                        .await
+                        .context("reading the archive")??;
+                    archive_tag(&source, &images)
+                }
+                (None, _) => Ok(warren_backend_docker::DEFAULT_IMAGE.to_owned()),
+            };
+            let docker = DockerBackend::probe();
+            let tag = match tag {
+                Ok(tag) => Some(tag),
+                // docker loads every image of the archive under its own tags: no name to choose.
+                Err(why) if docker.is_ok() => {
+                    println!("not imported for the ns backend: {why:#}");
+                    None
+                }
+                Err(why) => return Err(why),
+            };
+            if let Some(tag) = &tag {
+                warren_core::config::check_image_name(tag)
+                    .with_context(|| format!("the tag of {} (name the image with --tag)", source.display()))?;
                 let (src, state, t) = (source.clone(), state_dir.to_owned(), tag.clone());
                 let dest = tokio::task::spawn_blocking(move || unpack_for_ns(&src, kind, &state, &t))
                     .await
@@ -58,10 +88,11 @@ pub async fn run(cmd: ImageCmd, state_dir: &Path) -> Result<i32> {
                     .with_context(|| format!("importing {} for the ns backend", source.display()))?;
                 println!("imported {} as {tag} for the ns backend ({})", source.display(), dest.display());
             }
-            match DockerBackend::probe() {
+            match docker {
                 Ok(()) => {
                     let backend = DockerBackend::with_options(state_dir, DockerOptions::default())?;
-                    image::import(backend.docker(), &source, &tag)
+                    let tag = tag.as_deref().unwrap_or(warren_backend_docker::DEFAULT_IMAGE);
+                    image::import(backend.docker(), &source, tag)
                         .await
                         .with_context(|| format!("importing {} into docker", source.display()))?;
                     match kind {
@@ -70,13 +101,6 @@ pub async fn run(cmd: ImageCmd, state_dir: &Path) -> Result<i32> {
                         }
                         _ => println!("imported {} as {tag} into docker", source.display()),
                     }
-                }
-                Err(why) if kind == SourceKind::DockerSave => {
-                    anyhow::bail!(
-                        "{} is a `docker save` archive, which only docker can load, and no docker daemon answers ({why}); \
-                         for the ns backend import a root filesystem (a directory or `docker export` tar)",
-                        source.display()
-                    )
                 }
                 Err(why) => println!("no docker daemon answers ({why}): imported for the ns backend only"),
             }
@@ -100,8 +124,33 @@ pub async fn run(cmd: ImageCmd, state_dir: &Path) -> Result<i32> {
     Ok(0)
 }
 
-/// Unpacks a root filesystem (directory or tar) into `{state}/images/<tag>/rootfs`, replacing
-/// an older one only once the new one is complete.
+/// The name a `docker save` archive gives its ns image without `--tag`: its single tag.
+fn archive_tag(source: &Path, images: &[Vec<String>]) -> Result<String> {
+    match images {
+        [tags] => match tags.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => anyhow::bail!("{} holds an untagged image: name it with --tag NAME", source.display()),
+            many => anyhow::bail!(
+                "{} holds an image tagged {}: choose its name with --tag (one of those or another)",
+                source.display(),
+                many.join(", ")
+            ),
+        },
+        many => {
+            let tags: Vec<String> = many.iter().flatten().cloned().collect();
+            anyhow::bail!(
+                "{} holds {} images (tags: {}): pick one with --tag TAG",
+                source.display(),
+                many.len(),
+                tags.join(", ")
+            )
+        }
+    }
+}
+
+/// Unpacks a root filesystem (directory, tar, or the flattened layers of a `docker save`
+/// archive, the image tagged `tag` or its only one) into `{state}/images/<tag>/rootfs`,
+/// replacing an older one only once the new one is complete.
 fn unpack_for_ns(source: &Path, kind: SourceKind, state: &Path, tag: &str) -> Result<PathBuf> {
     let dest = warren_core::config::image_rootfs(state, tag)?;
     let parent = dest.parent().context("the image directory has no parent")?;
@@ -144,7 +193,14 @@ fn unpack_for_ns(source: &Path, kind: SourceKind, state: &Path, tag: &str) -> Re
             r?;
             w.with_context(|| format!("reading {}", source.display()))?;
         }
-        SourceKind::DockerSave => anyhow::bail!("a docker save archive has layers, not a root filesystem"),
+        SourceKind::DockerSave => {
+            let img = save::flatten_docker_save(source, &tmp, Some(tag));
+            if img.is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            let img = img?;
+            tracing::debug!(layers = img.layers, tags = ?img.tags, "flattened a docker save archive");
+        }
     }
     if !tmp.join("bin/sh").exists() && !tmp.join("usr/bin/sh").exists() {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -4,6 +4,7 @@ mod client;
 mod code_cmd;
 mod image_cmd;
 mod serve;
+mod shell_remote;
 mod skill_cmd;
 mod snapshot_cmd;
 mod stats_cmd;
@@ -263,6 +264,36 @@ struct CreateArgs {
     /// No network beyond loopback (the default unless the config says otherwise).
     #[arg(long)]
     no_network: bool,
+    /// The image it runs, one `warren image import` made (ns and docker backends); default:
+    /// $CONTAINER_IMAGE, else the host's programs (ns) or warren-workspace:latest (docker).
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+}
+
+impl CreateArgs {
+    /// `--network` / `--no-network` / neither (the configured default).
+    fn network(&self) -> Option<bool> {
+        if self.network {
+            Some(true)
+        } else if self.no_network {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// Prints a new workspace (`warren workspace create`, local or `--url`).
+pub(crate) fn created_line(info: &WorkspaceInfo, json: bool) -> Result<()> {
+    if json {
+        return print_json(info);
+    }
+    let image = info.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default();
+    println!(
+        "created workspace {} for {} (uid {}, backend {}{image}, {})",
+        info.workspace_id, info.user, info.uid, info.backend, info.state
+    );
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -586,23 +617,9 @@ async fn workspace(engine: &Engine, cmd: WorkspaceCmd, json: bool) -> Result<i32
     match cmd {
         WorkspaceCmd::Create(a) => {
             let limits = a.limits.over(engine.config().limits.clone());
-            let network = if a.network {
-                Some(true)
-            } else if a.no_network {
-                Some(false)
-            } else {
-                None
-            };
-            let info =
-                engine.create(&a.user, CreateOptions { limits: Some(limits), network, ..Default::default() }).await?;
-            if json {
-                print_json(&info)?;
-            } else {
-                println!(
-                    "created workspace {} for {} (uid {}, backend {}, {})",
-                    info.workspace_id, info.user, info.uid, info.backend, info.state
-                );
-            }
+            let opts =
+                CreateOptions { limits: Some(limits), network: a.network(), image: a.image, ..Default::default() };
+            created_line(&engine.create(&a.user, opts).await?, json)?;
         }
         WorkspaceCmd::Start { user } => state_line(&engine.start(&user).await?, json)?,
         WorkspaceCmd::Stop { user } => state_line(&engine.stop(&user).await?, json)?,
@@ -671,6 +688,7 @@ fn print_status(i: &WorkspaceInfo) -> Result<()> {
     writeln!(out, "backend:   {}", i.backend)?;
     writeln!(out, "uid:       {} (user {})", i.uid, i.username)?;
     writeln!(out, "network:   {}", if i.network { "on" } else { "loopback only" })?;
+    writeln!(out, "image:     {}", i.image.as_deref().unwrap_or("the configured default"))?;
     writeln!(out, "limits:    {limits}")?;
     writeln!(out, "created:   {}", i.created_at)?;
     Ok(())

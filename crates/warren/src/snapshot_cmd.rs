@@ -7,9 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use reqwest::Method;
 use serde::Serialize;
+use serde_json::json;
 use warren_core::{SnapshotId, UserId};
 use warren_engine::{Engine, Manifest, Progress, ProgressFn, SnapshotOptions, Trigger};
+use warren_server::api::{RestoreResult, Snapshot};
+
+use crate::client::{Body, Client};
 
 /// Snapshot subcommands.
 #[derive(Debug, Subcommand)]
@@ -141,81 +146,29 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> Result<i32> {
             bar.finish();
             let m = m?;
             let how = quiesce_of(engine, &user, &m).await;
-            if json {
-                crate::print_json(&m)?;
-            } else {
-                println!(
-                    "snapshot {} of {}: {} archive, {} files, {} unpacked{}",
-                    m.id,
-                    m.user,
-                    format_size(m.archive_bytes),
-                    m.file_count,
-                    format_size(m.unpacked_bytes),
-                    if m.pinned { ", pinned" } else { "" }
-                );
-                match how.as_deref() {
-                    Some("freeze") => println!("the workspace kept running (frozen while it was archived)"),
-                    Some("stop_start") => println!(
-                        "the {} backend cannot freeze a workspace: it was stopped for the snapshot and started again",
-                        m.backend
-                    ),
-                    _ => {}
-                }
-            }
+            print_created(&m, how.as_deref(), json)?;
         }
         SnapshotCmd::Restore { user, snap } => {
             let bar = ProgressLine::new(format!("restoring {snap}"), None);
             let r = engine.snapshot_restore_with(&user, &snap, bar.callback()).await;
             bar.finish();
             let r = r?;
-            if json {
-                #[derive(Serialize)]
-                struct Out<'a> {
-                    restored: &'a Manifest,
-                    pre_restore: &'a Manifest,
-                    files: u64,
-                    bytes: u64,
-                    restarted: bool,
-                }
-                crate::print_json(&Out {
-                    restored: &r.restored,
-                    pre_restore: &r.pre_restore,
-                    files: r.files,
-                    bytes: r.bytes,
-                    restarted: r.restarted,
-                })?;
-            } else {
-                println!(
-                    "restored {} into the workspace of {user}: {} files, {}{}",
-                    r.restored.id,
-                    r.files,
-                    format_size(r.bytes),
-                    if r.restarted { " (workspace started again)" } else { "" }
-                );
-                println!(
-                    "the files it replaced are snapshot {} (pre_restore); undo with: warren snapshot restore {user} {}",
-                    r.pre_restore.id, r.pre_restore.id
-                );
-            }
+            let out = Restored {
+                restored: r.restored,
+                pre_restore: r.pre_restore,
+                files: r.files,
+                bytes: r.bytes,
+                restarted: r.restarted,
+            };
+            print_restored(&user, &out, json)?;
         }
-        SnapshotCmd::List { user } => {
-            let list = engine.snapshot_list(&user).await?;
-            if json {
-                crate::print_json(&list)?;
-            } else {
-                print_table(&list)?;
-            }
-        }
+        SnapshotCmd::List { user } => print_list(&engine.snapshot_list(&user).await?, json)?,
         SnapshotCmd::Delete { user, snap } => {
             engine.snapshot_delete(&user, &snap).await?;
-            if json {
-                crate::print_json(&serde_json::json!({ "deleted": snap, "user": user }))?;
-            } else {
-                println!("deleted snapshot {snap} of {user}");
-            }
+            print_deleted(&user, &snap, json)?;
         }
-        SnapshotCmd::Pin { user, snap } => pin(engine, &user, &snap, true, json).await?,
-        SnapshotCmd::Unpin { user, snap } => pin(engine, &user, &snap, false, json).await?,
+        SnapshotCmd::Pin { user, snap } => print_pinned(&engine.snapshot_pin(&user, &snap, true).await?, json)?,
+        SnapshotCmd::Unpin { user, snap } => print_pinned(&engine.snapshot_pin(&user, &snap, false).await?, json)?,
         SnapshotCmd::Export { user, snap, file } => {
             let m = engine.snapshot_export(&user, &snap, &file).await?;
             if json {
@@ -245,14 +198,142 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-async fn pin(engine: &Engine, user: &UserId, snap: &SnapshotId, pinned: bool, json: bool) -> Result<()> {
-    let m = engine.snapshot_pin(user, snap, pinned).await?;
+/// Runs a snapshot subcommand through `warren serve` (`--url`): the same output as on the
+/// local engine. Export and import move archive files on this host, so they stay local.
+pub async fn run_remote(client: &Client, cmd: SnapshotCmd, json: bool) -> Result<i32> {
+    let url = |user: &UserId, rest: &[&str]| {
+        let mut segs = vec!["v1", "workspaces", user.as_str(), "snapshots"];
+        segs.extend_from_slice(rest);
+        client.url(&segs)
+    };
+    match cmd {
+        SnapshotCmd::Create { user, snap, pin } => {
+            let body = json!({ "id": snap.as_ref().map(SnapshotId::as_str), "pinned": pin });
+            let s: Snapshot = client.get_json(Method::POST, url(&user, &[])?, Some(Body::Json(body))).await?;
+            print_created(&manifest_of(s)?, None, json)?;
+        }
+        SnapshotCmd::Restore { user, snap } => {
+            let r: RestoreResult =
+                client.get_json(Method::POST, url(&user, &[snap.as_str(), "restore"])?, None).await?;
+            let out = Restored {
+                restored: manifest_of(r.restored)?,
+                pre_restore: manifest_of(r.pre_restore)?,
+                files: r.files,
+                bytes: r.bytes,
+                restarted: r.restarted,
+            };
+            print_restored(&user, &out, json)?;
+        }
+        SnapshotCmd::List { user } => {
+            let list: Vec<Snapshot> = client.get_json(Method::GET, url(&user, &[])?, None).await?;
+            print_list(&list.into_iter().map(manifest_of).collect::<Result<Vec<_>>>()?, json)?;
+        }
+        SnapshotCmd::Delete { user, snap } => {
+            client.send(Method::DELETE, url(&user, &[snap.as_str()])?, None).await?;
+            print_deleted(&user, &snap, json)?;
+        }
+        SnapshotCmd::Pin { user, snap } => {
+            print_pinned(&remote_pin(client, url(&user, &[snap.as_str(), "pin"])?, true).await?, json)?
+        }
+        SnapshotCmd::Unpin { user, snap } => {
+            print_pinned(&remote_pin(client, url(&user, &[snap.as_str(), "pin"])?, false).await?, json)?
+        }
+        SnapshotCmd::Export { .. } | SnapshotCmd::Import { .. } => anyhow::bail!(
+            "snapshot export and import move archive files on the server's host: run them there, without --url"
+        ),
+    }
+    Ok(0)
+}
+
+async fn remote_pin(client: &Client, url: reqwest::Url, pinned: bool) -> Result<Manifest> {
+    let s: Snapshot = client.get_json(Method::POST, url, Some(Body::Json(json!({ "pinned": pinned })))).await?;
+    manifest_of(s)
+}
+
+/// The API's view of a snapshot as the manifest it was made from (same fields, same JSON).
+fn manifest_of(s: Snapshot) -> Result<Manifest> {
+    let id = s.id.clone();
+    serde_json::to_value(s)
+        .and_then(serde_json::from_value)
+        .with_context(|| format!("the server sent a snapshot {id:?} this client cannot read"))
+}
+
+/// What a restore did, for printing.
+#[derive(Serialize)]
+struct Restored {
+    restored: Manifest,
+    pre_restore: Manifest,
+    files: u64,
+    bytes: u64,
+    restarted: bool,
+}
+
+fn print_created(m: &Manifest, quiesce: Option<&str>, json: bool) -> Result<()> {
     if json {
-        crate::print_json(&m)?;
-    } else {
-        println!("snapshot {} of {user} is {}", m.id, if m.pinned { "pinned" } else { "not pinned" });
+        return crate::print_json(m);
+    }
+    println!(
+        "snapshot {} of {}: {} archive, {} files, {} unpacked{}",
+        m.id,
+        m.user,
+        format_size(m.archive_bytes),
+        m.file_count,
+        format_size(m.unpacked_bytes),
+        if m.pinned { ", pinned" } else { "" }
+    );
+    match quiesce {
+        Some("freeze") => println!("the workspace kept running (frozen while it was archived)"),
+        Some("stop_start") => println!(
+            "the {} backend cannot freeze a workspace: it was stopped for the snapshot and started again",
+            m.backend
+        ),
+        _ => {}
     }
     Ok(())
+}
+
+fn print_restored(user: &UserId, r: &Restored, json: bool) -> Result<()> {
+    if json {
+        return crate::print_json(r);
+    }
+    println!(
+        "restored {} into the workspace of {user}: {} files, {}{}",
+        r.restored.id,
+        r.files,
+        format_size(r.bytes),
+        if r.restarted { " (workspace started again)" } else { "" }
+    );
+    println!(
+        "the files it replaced are snapshot {} (pre_restore); undo with: warren snapshot restore {user} {}",
+        r.pre_restore.id, r.pre_restore.id
+    );
+    Ok(())
+}
+
+fn print_list(list: &[Manifest], json: bool) -> Result<()> {
+    if json {
+        crate::print_json(&list)
+    } else {
+        print_table(list)
+    }
+}
+
+fn print_deleted(user: &UserId, snap: &SnapshotId, json: bool) -> Result<()> {
+    if json {
+        crate::print_json(&json!({ "deleted": snap, "user": user }))
+    } else {
+        println!("deleted snapshot {snap} of {user}");
+        Ok(())
+    }
+}
+
+fn print_pinned(m: &Manifest, json: bool) -> Result<()> {
+    if json {
+        crate::print_json(m)
+    } else {
+        println!("snapshot {} of {} is {}", m.id, m.user, if m.pinned { "pinned" } else { "not pinned" });
+        Ok(())
+    }
 }
 
 /// How the engine kept the workspace still for snapshot `m` (from its event).

@@ -4,6 +4,7 @@
 //! Uids 3_750_000.. belong to this file.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn show(o: &Output) -> String {
@@ -15,31 +16,62 @@ fn show(o: &Output) -> String {
     )
 }
 
+/// The warren CLI on a state directory and uid range of its own, with no image, backend or
+/// docker host taken from the test's environment.
+struct Cli {
+    tmp: tempfile::TempDir,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+impl Cli {
+    fn new(uid_base: u32) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
+        let config = tmp.path().join("warren.toml");
+        std::fs::write(&config, format!("uid_base = {uid_base}\nuid_count = 1000\n")).expect("config");
+        Self { state: tmp.path().join("state"), config, tmp }
+    }
+
+    /// `warren ARGS`, to add environment to.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).args(args);
+        for v in ["WARREN_CONTAINER_IMAGE", "CONTAINER_IMAGE", "WARREN_BACKEND", "DOCKER_HOST"] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// Runs `warren ARGS`, with `CONTAINER_IMAGE` when `image` is given.
+    fn run(&self, args: &[&str], image: Option<&str>) -> Output {
+        let mut c = self.cmd(args);
+        if let Some(i) = image {
+            c.env("CONTAINER_IMAGE", i);
+        }
+        c.output().expect("run warren")
+    }
+
+    /// A root filesystem of this host's programs with `/usr/share/image-marker` saying `marker`.
+    fn rootfs(&self, marker: &str) -> PathBuf {
+        let root = self.tmp.path().join("rootfs");
+        warren_backend_docker::image::minimal_rootfs(&root, &[]).expect("rootfs");
+        std::fs::create_dir_all(root.join("usr/share")).expect("usr/share");
+        std::fs::write(root.join("usr/share/image-marker"), format!("{marker}\n")).expect("marker");
+        root
+    }
+}
+
 #[test]
 fn import_and_use_an_image_without_a_registry() {
     if let Err(why) = warren_backend_docker::DockerBackend::probe() {
         eprintln!("SKIPPED: no docker daemon answers ({why})");
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-    let config = tmp.path().join("warren.toml");
-    std::fs::write(&config, "uid_base = 3750000\nuid_count = 1000\n").expect("config");
-    let state = tmp.path().join("state");
-    let warren = |args: &[&str], image: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&state).arg("--config").arg(&config).args(args);
-        c.env_remove("WARREN_CONTAINER_IMAGE").env_remove("CONTAINER_IMAGE").env_remove("WARREN_BACKEND");
-        if let Some(i) = image {
-            c.env("CONTAINER_IMAGE", i);
-        }
-        c.output().expect("run warren")
-    };
+    let cli = Cli::new(3_750_000);
+    let warren = |args: &[&str], image: Option<&str>| cli.run(args, image);
     // A root filesystem directory with a marker file, imported under its own tag.
-    let root = tmp.path().join("rootfs");
-    warren_backend_docker::image::minimal_rootfs(&root, &[]).expect("rootfs");
-    std::fs::create_dir_all(root.join("usr/share")).expect("usr/share");
-    std::fs::write(root.join("usr/share/image-marker"), "from-a-directory\n").expect("marker");
+    let root = cli.rootfs("from-a-directory");
     let tag = "warren-image-cli:test";
     let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", tag], None);
     assert!(out.status.success(), "{}", show(&out));
@@ -55,7 +87,7 @@ fn import_and_use_an_image_without_a_registry() {
     let out = warren(&["workspace", "destroy", "u_img"], Some(tag));
     assert!(out.status.success(), "{}", show(&out));
     // The ns backend runs the same image: its /usr, not the host's.
-    assert!(state.join("images/warren-image-cli_test/rootfs/bin/sh").exists(), "unpacked for ns");
+    assert!(cli.state.join("images/warren-image-cli_test/rootfs/bin/sh").exists(), "unpacked for ns");
     let script = "cat /usr/share/image-marker; test -e /usr/bin/python3 && echo host-python; id -un";
     let c = warren(&["--backend", "ns", "workspace", "create", "u_imgns"], Some(tag));
     assert!(c.status.success(), "{}", show(&c));
@@ -81,4 +113,120 @@ fn import_and_use_an_image_without_a_registry() {
     let out = warren(&["image", "import", "/nonexistent/rootfs"], None);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/rootfs"), "{}", show(&out));
+}
+
+/// A `docker save` archive (of an image imported from a directory) is flattened for the ns
+/// backend: named by `--tag`, or else by the archive's own tag, and with no docker daemon the ns
+/// import alone succeeds.
+#[test]
+fn a_docker_save_archive_runs_on_the_ns_backend() {
+    if let Err(why) = warren_backend_docker::DockerBackend::probe() {
+        eprintln!("SKIPPED: no docker daemon answers ({why})");
+        return;
+    }
+    let cli = Cli::new(3_752_000);
+    let warren = |args: &[&str], image: Option<&str>, docker_host: Option<&str>| match docker_host {
+        Some(h) => cli.cmd(args).env("DOCKER_HOST", h).output().expect("run warren"),
+        None => cli.run(args, image),
+    };
+    // An image in docker, then `docker save`d.
+    let root = cli.rootfs("from-docker-save");
+    let src_tag = "warren-image-cli:save-src";
+    let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", src_tag], None, None);
+    assert!(out.status.success(), "{}", show(&out));
+    let saved = cli.tmp.path().join("saved.tar");
+    let out = Command::new("docker").arg("save").arg("-o").arg(&saved).arg(src_tag).output().expect("run docker save");
+    assert!(out.status.success(), "docker save: {}", show(&out));
+    let saved = saved.to_str().expect("utf-8");
+
+    // --tag names the ns image; docker loads the archive too.
+    let tag = "warren-image-cli:from-save";
+    let out = warren(&["image", "import", saved, "--tag", tag], None, None);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("as {tag} for the ns backend")), "{}", show(&out));
+    assert!(stdout.contains("into docker"), "{}", show(&out));
+    let marker =
+        |name: &str| std::fs::read_to_string(cli.state.join("images").join(name).join("rootfs/usr/share/image-marker"));
+    assert_eq!(marker("warren-image-cli_from-save").expect("marker unpacked"), "from-docker-save\n");
+    let c = warren(&["--backend", "ns", "workspace", "create", "u_save"], Some(tag), None);
+    assert!(c.status.success(), "{}", show(&c));
+    let out = warren(&["exec", "u_save", "--", "sh", "-c", "cat /usr/share/image-marker; id -un"], Some(tag), None);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-docker-save\nu_save\n", "{}", show(&out));
+    let out = warren(&["workspace", "destroy", "u_save"], None, None);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // No --tag and no docker daemon: the archive's own tag names it, and the ns import suffices.
+    std::fs::remove_dir_all(cli.state.join("images/warren-image-cli_save-src")).expect("remove the directory import");
+    let out = warren(&["image", "import", saved], None, Some("unix:///nonexistent/docker.sock"));
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("as {src_tag} for the ns backend")), "{}", show(&out));
+    assert!(stdout.contains("no docker daemon answers"), "{}", show(&out));
+    assert_eq!(marker("warren-image-cli_save-src").expect("marker unpacked"), "from-docker-save\n");
+}
+
+/// A workspace's own image (`workspace create --image`): kept in the store, so it outlives the
+/// environment it was created in; two workspaces on one ns backend run two different program
+/// trees; an image never imported fails at create and leaves nothing; dir refuses one; docker
+/// runs it when a daemon answers.
+#[test]
+fn each_workspace_runs_its_own_image() {
+    let cli = Cli::new(3_751_000);
+    let warren = |args: &[&str]| cli.run(args, None);
+    let root = cli.rootfs("own-image");
+    let tag = "warren-own-image:1";
+    let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", tag]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let out = warren(&["--backend", "ns", "workspace", "create", "u_own", "--image", tag]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("image {tag}")), "{}", show(&out));
+    let out = warren(&["--backend", "ns", "workspace", "create", "u_host"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let probe = "cat /usr/share/image-marker 2>/dev/null || echo host";
+    let exec = |user: &str| {
+        let out = warren(&["exec", user, "--", "sh", "-c", probe]);
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(exec("u_own"), "own-image\n");
+    assert_eq!(exec("u_host"), "host\n", "positive control: no image, the host's programs");
+    // Stored, not taken from the environment: the same after a stop and a new start.
+    let out = warren(&["workspace", "stop", "u_own"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(exec("u_own"), "own-image\n");
+    let out = warren(&["--json", "workspace", "status", "u_own"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["image"], tag, "{}", show(&out));
+
+    // Never imported: refused at create, with the fix named, and nothing left behind.
+    let out = warren(&["--backend", "ns", "workspace", "create", "u_never", "--image", "never-imported:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warren image import"), "{}", show(&out));
+    let out = warren(&["workspace", "status", "u_never"]);
+    assert_ne!(out.status.code(), Some(0), "no workspace was kept: {}", show(&out));
+    // Bad names and backends that cannot run an image: clear errors.
+    let out = warren(&["--backend", "ns", "workspace", "create", "u_bad", "--image", "../../etc"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"), "{}", show(&out));
+    let out = warren(&["--backend", "dir", "workspace", "create", "u_dirimg", "--image", tag]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dir backend"), "{}", show(&out));
+
+    match warren_backend_docker::DockerBackend::probe() {
+        Ok(()) => {
+            let out = warren(&["--backend", "docker", "workspace", "create", "u_owndock", "--image", tag]);
+            assert!(out.status.success(), "{}", show(&out));
+            assert_eq!(exec("u_owndock"), "own-image\n");
+            let out = warren(&["workspace", "destroy", "u_owndock"]);
+            assert!(out.status.success(), "{}", show(&out));
+        }
+        Err(why) => eprintln!("docker part SKIPPED: no docker daemon answers ({why})"),
+    }
+    for u in ["u_own", "u_host"] {
+        let out = warren(&["workspace", "destroy", u]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
 }

@@ -232,6 +232,18 @@ fn diff(a: &Tree, b: &Tree) -> String {
 // Host processes.
 
 /// Pids of processes whose parent is `parent`, with their start times.
+/// Every thread of `pid` is stopped (state `T`) or gone.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+    rd.flatten().all(|t| {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { return true };
+        // `pid (comm) S ...`: the state follows the last `)`.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|st| st == "T" || st == "t" || st == "Z" || st == "X")
+    })
+}
+
 fn children_of(parent: u32) -> Vec<(u32, u64)> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
     rd.flatten()
@@ -379,7 +391,10 @@ impl Warren {
                     Some(st) => (Landed::DoneFirst, st),
                     None => {
                         // Stop it first: its children at the moment of death are then known.
+                        // `kill` returns before the stop lands; until every thread is stopped,
+                        // one may still fork a child that holds the user's lock until its exec.
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+                        wait_until(Duration::from_secs(5), || all_threads_stopped(pid));
                         orphans = children_of(pid);
                         child.kill().expect("SIGKILL");
                         let st = child.wait().expect("wait");

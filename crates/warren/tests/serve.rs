@@ -241,6 +241,37 @@ fn the_cli_is_the_same_over_url() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("only act on their own workspace"), "{}", show(&r));
     let r = env.cmd(&["--url", &url, "workspace", "list"]).env("WARREN_TOKEN", "garbage").output().expect("run");
     assert!(String::from_utf8_lossy(&r.stderr).contains("refused the token"), "{}", show(&r));
+    // Snapshots over --url: taken, listed, restored, unpinned and deleted through the API, with
+    // the local engine's answers.
+    let r = remote(&["snapshot", "create", "u_cli", "s1", "--pin"]);
+    assert!(r.status.success(), "{}", show(&r));
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.starts_with("snapshot s1 of u_cli: ") && text.contains(", pinned"), "{}", show(&r));
+    let r = remote(&["exec", "u_cli", "--", "sh", "-c", "echo changed > d/f"]);
+    assert!(r.status.success(), "{}", show(&r));
+    for args in [&["--json", "snapshot", "list", "u_cli"][..], &["snapshot", "list", "u_cli"]] {
+        let (local, over) = (env.run(args), remote(args));
+        assert!(local.status.success() && over.status.success(), "{}\n{}", show(&local), show(&over));
+        assert_eq!(String::from_utf8_lossy(&over.stdout), String::from_utf8_lossy(&local.stdout), "{args:?}");
+    }
+    let r = remote(&["snapshot", "restore", "u_cli", "s1"]);
+    assert!(r.status.success(), "{}", show(&r));
+    assert!(
+        String::from_utf8_lossy(&r.stdout).starts_with("restored s1 into the workspace of u_cli: "),
+        "{}",
+        show(&r)
+    );
+    assert_eq!(remote(&["cat", "u_cli", "d/f"]).stdout, b"hi\n", "the snapshot's files are back");
+    let r = remote(&["snapshot", "unpin", "u_cli", "s1"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "snapshot s1 of u_cli is not pinned\n", "{}", show(&r));
+    let r = remote(&["snapshot", "delete", "u_cli", "s1"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "deleted snapshot s1 of u_cli\n", "{}", show(&r));
+    let r = remote(&["snapshot", "restore", "u_cli", "s1"]);
+    assert_eq!(r.status.code(), Some(1), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not found"), "{}", show(&r));
+    let r = remote(&["snapshot", "export", "u_cli", "s1", "/tmp/never-written.tar.zst"]);
+    assert_eq!(r.status.code(), Some(1), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("without --url"), "{}", show(&r));
     let r = remote(&["rm", "u_cli", "d", "-r"]);
     assert!(r.status.success(), "{}", show(&r));
     let r = remote(&["workspace", "destroy", "u_cli"]);
@@ -392,5 +423,112 @@ fn ns_files_and_archives_through_the_server() {
     let r = c.get(format!("{url}/v1/workspaces/me/files/proj/out.txt")).bearer_auth(&token).send().expect("get");
     assert_eq!(r.bytes().expect("body").as_ref(), b"made\n");
     c.delete(format!("{url}/v1/workspaces/me")).bearer_auth(&token).send().expect("destroy");
+    assert!(served.stop().success());
+}
+
+/// `warren --url URL shell` on a pseudo-terminal, through the server's terminal WebSocket: the
+/// local shell's behaviour (raw mode restored after, window size changes reach the shell, the
+/// shell's exit code), its refusal without a terminal, and the server's refusal of a token for
+/// another user.
+#[test]
+fn shell_over_url_on_a_pty() {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let env = Env::new(8, "dir");
+    let served = env.serve();
+    let url = served.url.clone();
+    // Without a terminal on stdin, like the local `warren shell`.
+    let r = env.run(&["--url", &url, "shell", "u_tty"]);
+    assert_eq!(r.status.code(), Some(1), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("needs a terminal"), "{}", show(&r));
+
+    // The client leads its own session with the pty as its controlling terminal, so resizing the
+    // pty sends it SIGWINCH, as a terminal emulator's would.
+    let (master, slave) = warren_sys::pty::openpty(30, 100).expect("openpty");
+    let before = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr");
+    let on_pty = |cmd: &mut Command| {
+        let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
+        cmd.stdin(io(&slave)).stdout(io(&slave));
+        let mut opts =
+            warren_sys::spawn::SpawnOptions::new(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        opts.new_session = true;
+        opts.controlling_tty = true;
+        warren_sys::spawn::apply(cmd, &opts);
+    };
+    let mut cmd = env.cmd(&["--url", &url, "shell", "u_tty"]);
+    on_pty(&mut cmd);
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+    drop(cmd);
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut m = std::fs::File::from(master.try_clone().expect("dup master"));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match m.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => seen.lock().expect("lock").extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break, // EIO: every slave closed
+                }
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+    let wait_for = |what: &dyn Fn(&str) -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !what(&text()) {
+            assert!(Instant::now() < deadline, "{why}; the terminal shows: {:?}", text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut keys = std::fs::File::from(master);
+    // The prompt: attached, the local terminal raw.
+    wait_for(&|t| !t.is_empty(), "no prompt from the remote shell");
+    let raw = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr raw");
+    assert!(!raw.local_flags.contains(nix::sys::termios::LocalFlags::ECHO), "raw mode while attached");
+    keys.write_all(b"stty size\r").expect("type");
+    wait_for(&|t| t.contains("30 100\r\n"), "the remote terminal has the local size");
+    warren_sys::pty::set_winsize(&keys, 41, 123).expect("resize the pty");
+    // The resize travels as its own message: ask again until the shell sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text().contains("41 123\r\n") {
+        assert!(Instant::now() < deadline, "the resize never reached the remote shell: {:?}", text());
+        keys.write_all(b"stty size\r").expect("type");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // More output than the server's flow-control window: it keeps coming as the client acks it.
+    keys.write_all(b"seq 200000; echo end-$((5+5))\r").expect("type");
+    wait_for(&|t| t.contains("\n200000\r\n") && t.contains("end-10\r\n"), "all of a long output arrived");
+    keys.write_all(b"echo $((6*7)); exit 3\r").expect("type");
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    let after = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr after");
+    assert_eq!(status.code(), Some(3), "the shell's exit code; stderr {stderr:?}, terminal {:?}", text());
+    assert!(text().contains("42\r\n"), "{:?}", text());
+    assert_eq!(after.local_flags, before.local_flags, "terminal restored");
+    assert_eq!(after.input_flags, before.input_flags, "terminal restored");
+    assert_eq!(after.output_flags, before.output_flags, "terminal restored");
+
+    // A user's token for another user's workspace: the server's refusal, exit 1.
+    let other = env.ok(&["token", "u_other"]);
+    let mut cmd = env.cmd(&["--url", &url, "shell", "u_tty"]);
+    on_pty(&mut cmd);
+    let r = cmd.env("WARREN_TOKEN", other.trim()).stderr(Stdio::piped()).output().expect("run");
+    drop(cmd);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused the terminal") && err.contains("only act on their own workspace"), "{err}");
+    assert_eq!(nix::sys::termios::tcgetattr(&slave).expect("tcgetattr").local_flags, before.local_flags);
+    drop(slave);
+    reader.join().expect("reader");
+
+    let r = env.run(&["--url", &url, "workspace", "destroy", "u_tty"]);
+    assert!(r.status.success(), "{}", show(&r));
     assert!(served.stop().success());
 }
