@@ -61,6 +61,8 @@ pub struct StartOptions {
     /// Names left out at any depth, besides `.git` (like `target` or `node_modules`): never
     /// copied, tracked or synced.
     pub exclude: Vec<String>,
+    /// The image the sandbox runs (`None`: the configured default); see `warren image`.
+    pub image: Option<String>,
 }
 
 /// A session as callers see it.
@@ -382,6 +384,7 @@ impl<'e> Sessions<'e> {
                     limits: opts.limits.clone(),
                     network: Some(opts.network),
                     backend: opts.backend,
+                    image: opts.image.clone(),
                     ..Default::default()
                 },
             )
@@ -729,7 +732,7 @@ impl<'e> Sessions<'e> {
             }
             Err(e) => return Err(e),
         };
-        let mut head = None;
+        let mut unsynced = false;
         if rec.status != SessionStatus::Starting {
             if rec.status == SessionStatus::Active {
                 match self.commit_locked(&rec, &dir, "stop: the files when the session ended\n".into(), false).await {
@@ -738,9 +741,16 @@ impl<'e> Sessions<'e> {
                 }
             }
             let git = Self::git(&dir)?;
-            head = blocking(move || git.head()).await?;
+            let synced = rec.synced_commit.clone();
+            // Unsynced means other files, not other commits: every exec commits, a read-only
+            // one too, with the same tree.
+            unsynced = blocking(move || match (git.head()?, synced) {
+                (None, _) => Ok(false),
+                (Some(h), Some(s)) => Ok(h != s && git.tree_of(&h)? != git.tree_of(&s)?),
+                (Some(_), None) => Ok(true),
+            })
+            .await?;
         }
-        let unsynced = head.is_some() && head != rec.synced_commit;
         let keep = opts.keep_history && rec.status == SessionStatus::Active;
         if unsynced && !keep && !opts.discard {
             return Err(Error::Conflict(format!(

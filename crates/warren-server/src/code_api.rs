@@ -74,6 +74,8 @@ pub struct StartSession {
     /// Names left out at any depth besides `.git` (like `target`, `node_modules`).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The image the sandbox runs, one `warren image import` made (default: the server's).
+    pub image: Option<String>,
 }
 
 /// An entry left out, and why.
@@ -510,6 +512,7 @@ pub async fn start_session(
         limits,
         network: body.network.unwrap_or(false),
         exclude: body.exclude,
+        image: body.image,
     };
     let engine = s.engine.clone();
     let info = detached(async move { Sessions::new(&engine).start(opts).await }).await?;

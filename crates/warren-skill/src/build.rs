@@ -408,6 +408,7 @@ impl Builder<'_> {
             limits: Some(rec.limits.clone()),
             network: Some(rec.skill.network),
             backend: Some(rec.backend),
+            image: rec.skill.image.clone(),
             ..Default::default()
         };
         let info = self.call("create", "workspace created", engine.create(&user, opts)).await?;

@@ -256,6 +256,9 @@ pub struct Skill {
     pub tools: Vec<ToolName>,
     /// Directory the tools work in, relative to the home (the root: the home itself).
     pub workdir: WorkspacePath,
+    /// The image the sandbox runs (`None`: the configured default).
+    #[serde(default)]
+    pub image: Option<String>,
     /// The Markdown body: the skill's instructions.
     pub instructions: String,
 }
@@ -296,6 +299,7 @@ struct RawSkill {
     network: bool,
     tools: Option<Vec<String>>,
     workdir: Option<String>,
+    image: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +450,9 @@ fn from_raw(raw: RawSkill, instructions: String) -> Result<Skill> {
             p
         }
     };
+    if let Some(image) = &raw.image {
+        warren_core::config::check_image_name(image).map_err(|e| SkillError::invalid("image", e.to_string()))?;
+    }
     let packages = packages(runtime, &raw.packages, raw.network)?;
     let files = files(raw.files, &workdir)?;
     let environment = environment(raw.environment)?;
@@ -465,6 +472,7 @@ fn from_raw(raw: RawSkill, instructions: String) -> Result<Skill> {
         network: raw.network,
         tools,
         workdir,
+        image: raw.image,
         instructions,
     })
 }
@@ -869,6 +877,7 @@ mod tests {
         assert_eq!(s.instructions, "# Hi\n");
         assert!(!s.network);
         assert!(s.workdir.is_root());
+        assert_eq!(s.image, None);
         assert_eq!(s.limits.memory_bytes, Setting::Default);
         assert_eq!(s.limits.tool_timeout_ms, 60_000);
         assert_eq!(s.limits.build_timeout_ms, 600_000);
@@ -881,7 +890,7 @@ mod tests {
              files:\n  - path: bin/run.sh\n    content: \"echo hi\\n\"\n    mode: 0755\n  - path: data.txt\n    content: x\n    mode: 600\n\
              environment:\n  PORT: 8080\n  DEBUG: true\n  NAME: demo\n\
              limits: { memory: 256M, cpus: 0.5, pids: 64, disk: 1G, open_files: 512, timeout: 30s, build_timeout: 2m }\n\
-             tools: [read_file, run_python]\nworkdir: work",
+             tools: [read_file, run_python]\nworkdir: work\nimage: python:3.12",
         );
         let s = parse(&text).expect("valid");
         assert_eq!(
@@ -908,6 +917,7 @@ mod tests {
         assert_eq!(s.limits.build_timeout_ms, 120_000);
         assert_eq!(s.tools, vec![ToolName::ReadFile, ToolName::RunPython]);
         assert_eq!(s.workdir, WorkspacePath::new("work").expect("path"));
+        assert_eq!(s.image.as_deref(), Some("python:3.12"));
         let l = s.limits.resolve(&Limits::default()).expect("resolves");
         assert_eq!((l.memory_bytes, l.cpu_millis, l.pids, l.nofile), (Some(256 << 20), Some(500), Some(64), 512));
     }
@@ -933,6 +943,8 @@ mod tests {
             ("runtime: shell\nenvironment: { 1BAD: x }", "environment.1BAD"),
             ("runtime: shell\nworkdir: ../up", "workdir"),
             ("runtime: shell\nworkdir: .skill", "workdir"),
+            ("runtime: shell\nimage: ../../etc", "image"),
+            ("runtime: shell\nimage: 'a b'", "image"),
             ("runtime: shell\npackages: [x.whl]", "packages"),
             ("runtime: python\npackages: [requests]", "packages[0]"),
             ("runtime: python\npackages: [--index-url=http://x/]", "packages[0]"),

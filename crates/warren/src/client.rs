@@ -167,17 +167,7 @@ impl Client {
             }
             Cmd::Put { user, path, from, mode } => {
                 let path = WorkspacePath::new(path)?;
-                let data = match from {
-                    Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-                    None => {
-                        if std::io::stdin().is_terminal() {
-                            bail!("put reads the file's content from stdin: pipe it in, or give --from FILE");
-                        }
-                        let mut buf = Vec::new();
-                        std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
-                        buf
-                    }
-                };
+                let data = crate::put_input(from.as_deref())?;
                 let mut url = self.files_url(&user, &path)?;
                 url.query_pairs_mut().append_pair("mode", &format!("{mode:o}"));
                 let r: WriteResult = self.get_json(Method::PUT, url, Some(Body::Bytes(data))).await?;
@@ -282,16 +272,9 @@ impl Client {
         if json_out {
             let r: ExecResult =
                 self.get_json(Method::POST, self.ws(&a.user, &["exec"])?, Some(Body::Json(body))).await?;
-            print_json(&ExecJson {
-                exit_code: r.exit_code,
-                signal: r.signal,
-                stdout: String::from_utf8_lossy(&b64(&r.stdout)?).into_owned(),
-                stderr: String::from_utf8_lossy(&b64(&r.stderr)?).into_owned(),
-                timed_out: r.timed_out,
-                truncated: r.truncated,
-                duration_ms: u128::from(r.duration_ms),
-            })?;
-            return Ok(if r.timed_out { 124 } else { r.exit_code });
+            let out = ExecJson::of_result(&r)?;
+            print_json(&out)?;
+            return Ok(out.exit_code());
         }
         let mut resp = self.send(Method::POST, self.ws(&a.user, &["exec", "stream"])?, Some(Body::Json(body))).await?;
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());

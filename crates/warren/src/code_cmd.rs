@@ -148,6 +148,9 @@ pub struct StartArgs {
     /// Give the sandbox network access beyond loopback (off by default).
     #[arg(long)]
     network: bool,
+    /// The image the sandbox runs, one `warren image import` made (ns and docker backends).
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
     /// The user the session is for (with --url; default: the token's user).
     #[arg(long, value_name = "USER")]
     owner: Option<String>,
@@ -207,6 +210,7 @@ pub async fn run(engine: &Engine, cmd: CodeCmd, json: bool) -> Result<i32> {
                     limits,
                     network: a.network,
                     exclude: a.exclude,
+                    image: a.image,
                 })
                 .await?;
             print_started(&info, json)?;
@@ -228,16 +232,11 @@ pub async fn run(engine: &Engine, cmd: CodeCmd, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// What `code exec --json` prints.
+/// What `code exec --json` prints: `exec --json`'s fields and the commit.
 #[derive(Serialize)]
 struct ExecJson {
-    exit_code: i32,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
-    truncated: bool,
-    duration_ms: u128,
+    #[serde(flatten)]
+    exec: crate::ExecJson,
     commit: CommitInfo,
 }
 
@@ -257,17 +256,10 @@ async fn exec_local(s: &Sessions<'_>, a: CodeExecArgs, json: bool) -> Result<i32
         req.stdin = read_stdin_if_piped()?;
         let out = s.exec(&a.session, req).await?;
         let o = &out.output;
-        crate::print_json(&ExecJson {
-            exit_code: o.exit_code,
-            signal: o.signal,
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            timed_out: o.timed_out,
-            truncated: o.truncated,
-            duration_ms: o.duration.as_millis(),
-            commit: out.commit.clone(),
-        })?;
-        return Ok(if o.timed_out { 124 } else { o.exit_code });
+        let exec = crate::ExecJson::of_output(o);
+        let code = exec.exit_code();
+        crate::print_json(&ExecJson { exec, commit: out.commit.clone() })?;
+        return Ok(code);
     }
     let timeout = req.timeout;
     let (mut h, pending) = s.exec_stream(&a.session, req).await?;
@@ -322,6 +314,7 @@ pub async fn run_remote(client: &Client, cmd: CodeCmd, json: bool) -> Result<i32
                 "limits": (!limits.is_empty()).then_some(limits),
                 "network": a.network,
                 "exclude": a.exclude,
+                "image": a.image,
             });
             let info: SessionInfo = client.get_json(Method::POST, sessions(&[])?, Some(Body::Json(body))).await?;
             print_started(&info, json)?;
@@ -340,22 +333,15 @@ pub async fn run_remote(client: &Client, cmd: CodeCmd, json: bool) -> Result<i32
             let url = sessions(&[a.session.as_str(), "exec"])?;
             let CodeExecResult { result: r, commit } =
                 client.get_json(Method::POST, url, Some(Body::Json(body))).await?;
-            let dec = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default();
             let commit: CommitInfo = serde_json::from_value(serde_json::to_value(&commit)?)?;
             if json {
-                crate::print_json(&ExecJson {
-                    exit_code: r.exit_code,
-                    signal: r.signal,
-                    stdout: String::from_utf8_lossy(&dec(&r.stdout)).into_owned(),
-                    stderr: String::from_utf8_lossy(&dec(&r.stderr)).into_owned(),
-                    timed_out: r.timed_out,
-                    truncated: r.truncated,
-                    duration_ms: u128::from(r.duration_ms),
-                    commit,
-                })?;
+                let exec = crate::ExecJson::of_result(&r)?;
+                crate::print_json(&ExecJson { exec, commit })?;
             } else {
-                std::io::stdout().write_all(&dec(&r.stdout)).and_then(|_| std::io::stdout().flush())?;
-                std::io::stderr().write_all(&dec(&r.stderr))?;
+                let dec =
+                    |s: &str| base64::engine::general_purpose::STANDARD.decode(s).context("the server sent bad base64");
+                std::io::stdout().write_all(&dec(&r.stdout)?).and_then(|_| std::io::stdout().flush())?;
+                std::io::stderr().write_all(&dec(&r.stderr)?)?;
                 if r.timed_out {
                     eprintln!("error: the command timed out and was killed");
                 }

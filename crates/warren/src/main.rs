@@ -575,17 +575,7 @@ async fn dispatch(engine: &Engine, cmd: Cmd, json: bool) -> Result<i32> {
         }
         Cmd::Put { user, path, from, mode } => {
             let path = WorkspacePath::new(path)?;
-            let data = match from {
-                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-                None => {
-                    if std::io::stdin().is_terminal() {
-                        bail!("put reads the file's content from stdin: pipe it in, or give --from FILE");
-                    }
-                    let mut buf = Vec::new();
-                    std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
-                    buf
-                }
-            };
+            let data = put_input(from.as_deref())?;
             let n = data.len();
             engine.write_file(&user, &path, data, mode).await?;
             if json {
@@ -710,9 +700,9 @@ fn print_entries(entries: &[DirEntry]) -> Result<()> {
     Ok(())
 }
 
-/// What `exec --json` prints.
+/// What `exec --json` prints (and `code exec --json`, with the commit).
 #[derive(Serialize)]
-struct ExecJson {
+pub(crate) struct ExecJson {
     exit_code: i32,
     signal: Option<i32>,
     stdout: String,
@@ -720,6 +710,53 @@ struct ExecJson {
     timed_out: bool,
     truncated: bool,
     duration_ms: u128,
+}
+
+impl ExecJson {
+    /// The local engine's output.
+    pub(crate) fn of_output(o: &warren_core::ExecOutput) -> Self {
+        Self {
+            exit_code: o.exit_code,
+            signal: o.signal,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            timed_out: o.timed_out,
+            truncated: o.truncated,
+            duration_ms: o.duration.as_millis(),
+        }
+    }
+
+    /// The API's result (its output base64 when it says so).
+    pub(crate) fn of_result(r: &warren_server::api::ExecResult) -> Result<Self> {
+        let text = |s: &str| -> Result<String> {
+            Ok(match r.encoding {
+                warren_server::api::Encoding::Utf8 => s.to_owned(),
+                warren_server::api::Encoding::Base64 => String::from_utf8_lossy(
+                    &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s)
+                        .context("the server sent bad base64")?,
+                )
+                .into_owned(),
+            })
+        };
+        Ok(Self {
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout: text(&r.stdout)?,
+            stderr: text(&r.stderr)?,
+            timed_out: r.timed_out,
+            truncated: r.truncated,
+            duration_ms: u128::from(r.duration_ms),
+        })
+    }
+
+    /// The CLI's exit code for it: the command's, 124 when it timed out.
+    pub(crate) fn exit_code(&self) -> i32 {
+        if self.timed_out {
+            124
+        } else {
+            self.exit_code
+        }
+    }
 }
 
 async fn exec(engine: &Engine, a: ExecArgs, json: bool) -> Result<i32> {
@@ -735,17 +772,9 @@ async fn exec(engine: &Engine, a: ExecArgs, json: bool) -> Result<i32> {
             std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
             req.stdin = Some(buf);
         }
-        let out = engine.exec(&a.user, req).await?;
-        print_json(&ExecJson {
-            exit_code: out.exit_code,
-            signal: out.signal,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            timed_out: out.timed_out,
-            truncated: out.truncated,
-            duration_ms: out.duration.as_millis(),
-        })?;
-        return Ok(if out.timed_out { 124 } else { out.exit_code });
+        let out = ExecJson::of_output(&engine.exec(&a.user, req).await?);
+        print_json(&out)?;
+        return Ok(out.exit_code());
     }
     let timeout = req.timeout;
     let mut h = engine.exec_stream(&a.user, req).await?;
@@ -784,12 +813,25 @@ async fn shell(engine: &Engine, a: ShellArgs) -> Result<i32> {
     code
 }
 
-/// Copies stdin to the command on a thread of its own (reads block), closing the command's
-/// stdin at end of file.
-fn forward_stdin(tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
+/// What `warren put` writes: the `--from` file, else stdin (which must not be a terminal).
+pub(crate) fn put_input(from: Option<&std::path::Path>) -> Result<Vec<u8>> {
+    if let Some(f) = from {
+        return std::fs::read(f).with_context(|| format!("reading {}", f.display()));
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("put reads the file's content from stdin: pipe it in, or give --from FILE");
+    }
+    let mut buf = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+    Ok(buf)
+}
+
+/// Copies stdin to the command on a thread of its own (reads block), in chunks of at most
+/// the terminal protocol's input frame (64 KiB), closing the command's stdin at end of file.
+pub(crate) fn forward_stdin(tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; warren_server::terminal::protocol::MAX_INPUT_FRAME];
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => break,

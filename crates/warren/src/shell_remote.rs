@@ -10,7 +10,7 @@
 //! The server's terminal always runs a login shell in the home directory, so `--cwd`, `--env`
 //! and a command are refused here.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use warren_server::terminal::protocol::{ServerMsg, MAX_COLS, MAX_INPUT_FRAME, MAX_ROWS};
+use warren_server::terminal::protocol::{ServerMsg, MAX_COLS, MAX_ROWS};
 
 use crate::client::Client;
 use crate::{term, ShellArgs};
@@ -237,25 +237,10 @@ fn clamp(size: warren_core::TtySize) -> (u16, u16) {
     (size.cols.clamp(2, MAX_COLS), size.rows.clamp(1, MAX_ROWS))
 }
 
-/// Reads stdin on a thread of its own (reads block), in frames the server accepts; the channel
-/// closes at end of file.
+/// Reads stdin on a thread of its own, in frames the server accepts (at most
+/// `MAX_INPUT_FRAME` bytes); the channel closes at end of file.
 fn forward_stdin() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; MAX_INPUT_FRAME];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-    });
+    crate::forward_stdin(tx);
     rx
 }

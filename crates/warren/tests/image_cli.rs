@@ -225,6 +225,32 @@ fn each_workspace_runs_its_own_image() {
         }
         Err(why) => eprintln!("docker part SKIPPED: no docker daemon answers ({why})"),
     }
+    // A coding session's sandbox runs an image too.
+    let project = cli.tmp.path().join("project");
+    std::fs::create_dir_all(&project).expect("project");
+    std::fs::write(project.join("README"), "hi\n").expect("file");
+    let path = project.to_str().expect("utf-8");
+    let out = warren(&["--backend", "ns", "--json", "code", "start", "--path", path, "--image", tag]);
+    assert!(out.status.success(), "{}", show(&out));
+    let session: serde_json::Value = serde_json::from_slice(&out.stdout).expect("session json");
+    let id = session["id"].as_str().expect("session id").to_owned();
+    let out = warren(&["code", "exec", &id, "--", "sh", "-c", "cat /usr/share/image-marker README"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "own-image\nhi\n", "{}", show(&out));
+    let out = warren(&["code", "stop", &id]);
+    assert!(out.status.success(), "a read-only command left nothing to sync: {}", show(&out));
+    // So does a sandbox built from a skill file that names one.
+    let skill = cli.tmp.path().join("skill.md");
+    let text = format!(
+        "---\nname: own-image\ndescription: d\nruntime: shell\ntools: [run_command]\nimage: {tag}\n---\n# hi\n"
+    );
+    std::fs::write(&skill, text).expect("skill file");
+    let out = warren(&["--backend", "ns", "skill", "build", skill.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", show(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = warren(&["skill", "tool", &id, "run_command", "--", "cat", "/usr/share/image-marker"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "own-image\n", "{}", show(&out));
+    let out = warren(&["skill", "cleanup", &id]);
+    assert!(out.status.success(), "{}", show(&out));
     for u in ["u_own", "u_host"] {
         let out = warren(&["workspace", "destroy", u]);
         assert!(out.status.success(), "{}", show(&out));
