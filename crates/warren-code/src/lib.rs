@@ -412,18 +412,23 @@ impl<'e> Sessions<'e> {
 
     async fn info(&self, rec: SessionRecord) -> Result<SessionInfo> {
         let dir = self.dir(&rec.id);
-        let head = if rec.status == SessionStatus::Starting {
-            None
+        let (head, unsynced) = if rec.status == SessionStatus::Starting {
+            (None, false)
         } else {
             let git = Self::git(&dir)?;
-            blocking(move || git.head()).await?
+            let synced = rec.synced_commit.clone();
+            blocking(move || {
+                let head = git.head()?;
+                let unsynced = has_unsynced(&git, head.as_deref(), synced.as_deref())?;
+                Ok((head, unsynced))
+            })
+            .await?
         };
         let state = match self.engine.status(&rec.workspace_user).await {
             Ok(i) => Some(i.state),
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let unsynced = head.is_some() && head != rec.synced_commit;
         Ok(SessionInfo {
             id: rec.id,
             owner: rec.owner,
@@ -742,14 +747,7 @@ impl<'e> Sessions<'e> {
             }
             let git = Self::git(&dir)?;
             let synced = rec.synced_commit.clone();
-            // Unsynced means other files, not other commits: every exec commits, a read-only
-            // one too, with the same tree.
-            unsynced = blocking(move || match (git.head()?, synced) {
-                (None, _) => Ok(false),
-                (Some(h), Some(s)) => Ok(h != s && git.tree_of(&h)? != git.tree_of(&s)?),
-                (Some(_), None) => Ok(true),
-            })
-            .await?;
+            unsynced = blocking(move || has_unsynced(&git, git.head()?.as_deref(), synced.as_deref())).await?;
         }
         let keep = opts.keep_history && rec.status == SessionStatus::Active;
         if unsynced && !keep && !opts.discard {
@@ -763,6 +761,8 @@ impl<'e> Sessions<'e> {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        // The session's user never comes back (a kept history needs no workspace).
+        self.engine.forget_lock(&rec.workspace_user).await?;
         if keep {
             rec.status = SessionStatus::Stopped;
             self.save(&dir, &rec).await?;
@@ -778,6 +778,16 @@ impl<'e> Sessions<'e> {
         drop(guard);
         info!(history_kept = keep, "stopped code session");
         Ok(StopReport { id: id.clone(), history_kept: keep, discarded_changes: unsynced && !keep })
+    }
+}
+
+/// Whether the history holds files never synced: other files, not merely other commits (every
+/// exec commits, a read-only one too, with the same tree).
+fn has_unsynced(git: &Git, head: Option<&str>, synced: Option<&str>) -> Result<bool> {
+    match (head, synced) {
+        (None, _) => Ok(false),
+        (Some(h), Some(s)) => Ok(h != s && git.tree_of(h)? != git.tree_of(s)?),
+        (Some(_), None) => Ok(true),
     }
 }
 

@@ -200,6 +200,8 @@ async fn flow(kind: BackendKind, slot: u32) {
     let st = s.stop(&id, StopOptions::default()).await.expect("remove");
     assert!(!st.history_kept && !st.discarded_changes);
     assert!(matches!(s.get(&id).await, Err(Error::NotFound(_))));
+    let lock = env.state().join("locks").join(format!("{}.lock", info.workspace_user));
+    assert!(!lock.exists(), "the session user's lock file is gone too");
     assert!(s.list().await.expect("list").is_empty());
 }
 

@@ -324,12 +324,17 @@ impl Engine {
 
     /// Every workspace, ordered by user id, each with its live state.
     pub async fn list(&self) -> Result<Vec<WorkspaceInfo>> {
+        Ok(self.list_with_state().await?.into_iter().map(|(rec, _, state)| info_of(rec, state)).collect())
+    }
+
+    /// Every stored workspace with its backend and its state on the host now.
+    pub(crate) async fn list_with_state(&self) -> Result<Vec<(WorkspaceRecord, Arc<dyn Backend>, State)>> {
         let recs = self.db(|s| s.list_workspaces()).await?;
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
             let backend = self.backend_for(rec.backend)?;
             let state = backend.status(&spec_of(&rec)).await?.state;
-            out.push(info_of(rec, state));
+            out.push((rec, backend, state));
         }
         Ok(out)
     }
@@ -476,22 +481,27 @@ impl Engine {
     async fn lock(&self, user: &UserId) -> Result<Flock<File>> {
         let path = self.lock_path(user);
         let user = user.clone();
-        blocking(move || {
+        blocking(move || loop {
             let file = open_lock_file(&path)?;
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => return Ok(l),
-                Err((f, Errno::EWOULDBLOCK)) => f,
+                Ok(l) => l,
+                Err((f, Errno::EWOULDBLOCK)) => {
+                    info!(user = %user, "waiting for another warren process working on this workspace");
+                    let mut file = f;
+                    loop {
+                        match Flock::lock(file, FlockArg::LockExclusive) {
+                            Ok(l) => break l,
+                            Err((f, Errno::EINTR)) => file = f,
+                            Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
+                        }
+                    }
+                }
                 Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
             };
-            info!(user = %user, "waiting for another warren process working on this workspace");
-            let mut file = file;
-            loop {
-                match Flock::lock(file, FlockArg::LockExclusive) {
-                    Ok(l) => return Ok(l),
-                    Err((f, Errno::EINTR)) => file = f,
-                    Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
-                }
+            if still_linked(&file, &path) {
+                return Ok(file);
             }
+            // [`Engine::forget_lock`] removed the file while we waited: lock the new one.
         })
         .await
     }
@@ -499,12 +509,36 @@ impl Engine {
     /// The user's lock if nobody holds it now.
     async fn try_lock(&self, user: &UserId) -> Result<Option<Flock<File>>> {
         let path = self.lock_path(user);
-        blocking(move || {
+        blocking(move || loop {
             let file = open_lock_file(&path)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => Ok(Some(l)),
-                Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-                Err((_, e)) => Err(Error::errno(format!("locking {}", path.display()), e)),
+                Ok(l) if still_linked(&l, &path) => return Ok(Some(l)),
+                Ok(_) => continue,
+                Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((_, e)) => return Err(Error::errno(format!("locking {}", path.display()), e)),
+            }
+        })
+        .await
+    }
+
+    /// Removes the lock file of a user who has no workspace and will not come back (the
+    /// throw-away users of skill sandboxes and code sessions), so they do not pile up. Holders
+    /// and waiters stay correct: a lock is only good while its file is still the one at its
+    /// path, and [`Engine::lock`] checks that.
+    pub async fn forget_lock(&self, user: &UserId) -> Result<()> {
+        let lock = self.lock(user).await?;
+        let u = user.clone();
+        if self.db(move |s| s.get_workspace(&u)).await?.is_some() {
+            return Err(Error::Conflict(format!("user {user} has a workspace: its lock stays")));
+        }
+        let path = self.lock_path(user);
+        blocking(move || {
+            let removed = std::fs::remove_file(&path);
+            drop(lock);
+            match removed {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
             }
         })
         .await
@@ -636,6 +670,15 @@ fn prepare_dirs(state: &Path, locks: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the locked `file` is still the one at `path` (not removed or replaced meanwhile).
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

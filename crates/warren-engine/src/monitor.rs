@@ -159,8 +159,19 @@ impl Engine {
     /// if the monitor took none recently, this one samples twice, `window` apart.
     pub async fn usage(&self, user: &UserId, window: Duration) -> Result<Usage> {
         let (rec, backend) = self.lookup(user).await?;
-        let spec = crate::spec_of(&rec);
-        let state = backend.status(&spec).await?.state;
+        let state = backend.status(&crate::spec_of(&rec)).await?.state;
+        self.usage_of(&rec, backend.as_ref(), state, window).await
+    }
+
+    /// [`Engine::usage`] of a workspace whose record, backend and state the caller has.
+    async fn usage_of(
+        &self,
+        rec: &warren_store::WorkspaceRecord,
+        backend: &dyn warren_core::Backend,
+        state: State,
+        window: Duration,
+    ) -> Result<Usage> {
+        let (user, spec) = (&rec.user, crate::spec_of(rec));
         let fresh = self.monitor.with(user, |t| t.cpu.is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(60)));
         if state == State::Running && !fresh && !window.is_zero() {
             let first = backend.stats(&spec).await?;
@@ -169,7 +180,7 @@ impl Engine {
         }
         let stats = backend.stats(&spec).await?;
         let policy = self.policy(user).await?;
-        let usage = self.measure(&rec, state, &stats, policy);
+        let usage = self.measure(rec, state, &stats, policy);
         self.monitor.remember(&usage);
         Ok(usage)
     }
@@ -183,21 +194,20 @@ impl Engine {
     /// [`Engine::usage`] of every workspace (stopped ones show zeros), sampling the running
     /// ones together.
     pub async fn usage_all(&self, window: Duration) -> Result<Vec<Usage>> {
-        let list = self.list().await?;
-        let running: Vec<&UserId> = list.iter().filter(|w| w.state == State::Running).map(|w| &w.user).collect();
+        let list = self.list_with_state().await?;
         if !window.is_zero() {
-            for u in &running {
-                if let Ok((rec, backend)) = self.lookup(u).await {
-                    if let Ok(st) = backend.stats(&crate::spec_of(&rec)).await {
-                        self.monitor.with(u, |t| t.cpu = Some((Instant::now(), st.cpu_usage_ns)));
+            for (rec, backend, state) in &list {
+                if *state == State::Running {
+                    if let Ok(st) = backend.stats(&crate::spec_of(rec)).await {
+                        self.monitor.with(&rec.user, |t| t.cpu = Some((Instant::now(), st.cpu_usage_ns)));
                     }
                 }
             }
             tokio::time::sleep(window).await;
         }
         let mut out = Vec::with_capacity(list.len());
-        for w in &list {
-            match self.usage(&w.user, Duration::ZERO).await {
+        for (rec, backend, state) in &list {
+            match self.usage_of(rec, backend.as_ref(), *state, Duration::ZERO).await {
                 Ok(u) => out.push(u),
                 Err(Error::NotFound(_)) => {} // destroyed meanwhile
                 Err(e) => return Err(e),
@@ -265,22 +275,22 @@ impl Engine {
     /// under a threshold before the same resource triggers again). Returns what it did.
     pub async fn monitor_tick(&self) -> Result<Vec<Enforcement>> {
         let mut done = Vec::new();
-        for w in self.list().await? {
-            if w.state != State::Running {
-                self.monitor.forget(&w.user);
-                self.monitor.forget_usage(&w.user);
+        for (rec, backend, state) in self.list_with_state().await? {
+            if state != State::Running {
+                self.monitor.forget(&rec.user);
+                self.monitor.forget_usage(&rec.user);
                 continue;
             }
-            let usage = match self.usage(&w.user, Duration::ZERO).await {
+            let usage = match self.usage_of(&rec, backend.as_ref(), state, Duration::ZERO).await {
                 Ok(u) => u,
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => {
-                    warn!(user = %w.user, error = %e, "monitor: sampling failed");
+                    warn!(user = %rec.user, error = %e, "monitor: sampling failed");
                     continue;
                 }
             };
             let now = Instant::now();
-            let due = self.monitor.with(&w.user, |t| {
+            let due = self.monitor.with(&rec.user, |t| {
                 t.over_since.retain(|r, _| usage.over.contains(r));
                 t.acted.retain(|r| usage.over.contains(r));
                 let mut due = None;
@@ -295,14 +305,14 @@ impl Engine {
             });
             let Some(resource) = due else { continue };
             let enforcement = Enforcement {
-                user: w.user.clone(),
+                user: rec.user.clone(),
                 action: usage.policy.action,
                 resource,
                 percent: usage.percent.get(&resource).copied().unwrap_or(0.0),
                 threshold: usage.policy.threshold(resource).unwrap_or(0),
             };
             if let Err(e) = self.enforce(&enforcement, &usage).await {
-                warn!(user = %w.user, error = %e, "monitor: applying the policy failed");
+                warn!(user = %rec.user, error = %e, "monitor: applying the policy failed");
                 continue;
             }
             done.push(enforcement);

@@ -274,6 +274,8 @@ impl<'e> Skills<'e> {
             }
         }
         let record_removed = self.records.remove(id).await?;
+        // The sandbox's user never comes back: its lock file goes too.
+        self.engine.forget_lock(&user).await?;
         if !had_record && !workspace_removed && snapshots_removed == 0 && !record_removed {
             return Err(SkillError::NotFound(id.to_string()));
         }

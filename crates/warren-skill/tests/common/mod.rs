@@ -166,6 +166,7 @@ pub async fn assert_gone(engine: &Engine, state: &Path, id: &SandboxId, rec: Opt
         assert!(!state.join("run/dir").join(format!("{ws}.json")).exists(), "dir run state removed");
     }
     assert!(engine.list().await.expect("list").iter().all(|w| w.user != user), "no workspace listed");
+    assert!(!state.join("locks").join(format!("{user}.lock")).exists(), "the sandbox user's lock file removed");
     let left: Vec<String> = processes_of(uid)
         .into_iter()
         .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
