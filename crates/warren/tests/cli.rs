@@ -3,83 +3,24 @@
 //! Each test has its own state directory and uid range (set through a `--config` file), because
 //! the dir backend's `stop` kills every process of a workspace's uid.
 
+mod common;
+
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use common::{show, Warren};
 
 /// Uids of this test file: 2_400_000 + 1000 per test.
 const UID_BASE: u32 = 2_400_000;
 
-struct Warren {
-    _tmp: tempfile::TempDir,
-    state: PathBuf,
-    config: PathBuf,
-}
-
-impl Warren {
-    fn new(slot: u32) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-        let config = tmp.path().join("warren.toml");
-        std::fs::write(&config, format!("uid_base = {}\nuid_count = 1000\n", UID_BASE + slot * 1000))
-            .expect("write config");
-        Self { state: tmp.path().join("state"), config, _tmp: tmp }
-    }
-
-    /// `warren --backend dir --state-dir S --config C ARGS...`
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.without_backend(&["--backend", "dir"]);
-        c.args(args);
-        c
-    }
-
-    /// `warren --state-dir S --config C ARGS...`
-    fn without_backend(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config);
-        c.args(args);
-        c.env_remove("WARREN_LOG").env_remove("WARREN_BACKEND").env_remove("WARREN_STATE_DIR");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run warren")
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "warren {args:?} failed: {}", show(&out));
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
-    }
-
-    fn with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child =
-            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
-        child.wait_with_output().expect("wait")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("JSON output")
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// `warren --backend dir ...` on test `slot`'s state directory and uids.
+fn warren(slot: u32) -> Warren {
+    Warren::new(UID_BASE + slot * 1000, "").on("dir")
 }
 
 #[test]
 fn seed_flow_create_exec_and_files_survive_stop_start() {
-    let w = Warren::new(0);
+    let w = warren(0);
     let created = w.ok(&["workspace", "create", "u_123"]);
     assert!(created.starts_with("created workspace ws_"), "{created}");
     let status = w.json(&["workspace", "status", "u_123"]);
@@ -116,7 +57,7 @@ fn seed_flow_create_exec_and_files_survive_stop_start() {
 
 #[test]
 fn exit_codes_streams_and_stdin() {
-    let w = Warren::new(1);
+    let w = warren(1);
     w.ok(&["workspace", "create", "u_exit", "--memory", "256M", "--cpus", "0.5", "--pids", "64"]);
     let limits = &w.json(&["workspace", "status", "u_exit"])["limits"];
     assert_eq!((limits["memory_bytes"].as_u64(), limits["cpu_millis"].as_u64()), (Some(256 << 20), Some(500)));
@@ -155,11 +96,11 @@ fn exit_codes_streams_and_stdin() {
 
 #[test]
 fn files_put_ls_cat_rm() {
-    let w = Warren::new(2);
+    let w = warren(2);
     w.ok(&["workspace", "create", "u_files"]);
     let out = w.with_stdin(&["put", "u_files", "dir/notes.txt", "--mode", "600"], b"some notes\n");
     assert!(out.status.success(), "{}", show(&out));
-    let local = w.state.parent().expect("tmp").join("local.sh");
+    let local = w.dir.join("local.sh");
     std::fs::write(&local, "#!/bin/sh\necho run\n").expect("write local file");
     w.ok(&["put", "u_files", "run.sh", "--from", local.to_str().expect("utf-8 path"), "--mode", "755"]);
 
@@ -188,7 +129,7 @@ fn files_put_ls_cat_rm() {
 
 #[test]
 fn clear_errors_and_exit_codes() {
-    let w = Warren::new(3);
+    let w = warren(3);
     // A bad user id is a usage error (2) that names the rule.
     let out = w.run(&["workspace", "create", "../x"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -214,7 +155,7 @@ fn clear_errors_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pids 1 is below the minimum"), "{}", show(&out));
 
-    let bad = w.state.parent().expect("tmp").join("bad.toml");
+    let bad = w.dir.join("bad.toml");
     std::fs::write(&bad, "colour = \"blue\"\n").expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["--backend", "dir", "--config", bad.to_str().expect("utf-8"), "workspace", "list"])
@@ -227,22 +168,24 @@ fn clear_errors_and_exit_codes() {
     assert!(err.starts_with("error: config file") && err.contains("colour"), "{err}");
 
     // docker works when dockerd answers; otherwise the error says why docker cannot be used.
-    let out = w.without_backend(&["--backend", "docker", "workspace", "list"]).output().expect("run");
-    let docker_up = std::process::Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let out = w.cmd_on("docker", &["workspace", "list"]).output().expect("run");
+    // The daemon warren asks: the fixture removes DOCKER_HOST.
+    let docker_info = Command::new("docker").arg("info").env_remove("DOCKER_HOST").output();
+    let docker_up = docker_info.is_ok_and(|o| o.status.success());
     if docker_up {
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     } else {
         assert_eq!(out.status.code(), Some(1), "{}", show(&out));
         assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("docker"), "{}", show(&out));
     }
-    let out = w.without_backend(&["--backend", "lxc", "workspace", "list"]).output().expect("run");
+    let out = w.cmd_on("lxc", &["workspace", "list"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     w.ok(&["workspace", "destroy", "u_1"]);
 }
 
 #[test]
 fn help_everywhere_with_examples() {
-    let w = Warren::new(4);
+    let w = warren(4);
     for args in [
         &["--help"][..],
         &["workspace", "create", "--help"],
@@ -280,7 +223,7 @@ fn help_everywhere_with_examples() {
 
 #[test]
 fn shell_needs_a_terminal() {
-    let w = Warren::new(5);
+    let w = warren(5);
     w.ok(&["workspace", "create", "u_sh"]);
     let out = w.run(&["shell", "u_sh"]);
     assert_eq!(out.status.code(), Some(1));
@@ -293,7 +236,7 @@ fn shell_in_a_pty_runs_and_restores_the_terminal() {
     use std::io::Read;
     use std::os::fd::OwnedFd;
 
-    let w = Warren::new(6);
+    let w = warren(6);
     w.ok(&["workspace", "create", "u_pty"]);
     let (master, slave) = warren_sys::pty::openpty(30, 100).expect("openpty");
     let before = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr");
@@ -333,7 +276,7 @@ fn shell_in_a_pty_runs_and_restores_the_terminal() {
 
 #[test]
 fn stats_and_policy() {
-    let w = Warren::new(7);
+    let w = warren(7);
     w.ok(&["workspace", "create", "u_stats", "--memory", "256M", "--pids", "64"]);
     w.ok(&["exec", "u_stats", "--", "true"]);
     let v = w.json(&["stats", "u_stats"]);

@@ -3,63 +3,30 @@
 //! `CONTAINER_IMAGE`. Skipped, with the reason printed, only when no daemon answers.
 //! Uids 3_750_000.. belong to this file.
 
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+use common::{show, Warren};
+
+/// Runs `warren ARGS` (no `--backend` unless in ARGS), with `CONTAINER_IMAGE` when `image` is
+/// given.
+fn run(cli: &Warren, args: &[&str], image: Option<&str>) -> Output {
+    let mut c = cli.cmd(args);
+    if let Some(i) = image {
+        c.env("CONTAINER_IMAGE", i);
+    }
+    c.output().expect("run warren")
 }
 
-/// The warren CLI on a state directory and uid range of its own, with no image, backend or
-/// docker host taken from the test's environment.
-struct Cli {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    config: PathBuf,
-}
-
-impl Cli {
-    fn new(uid_base: u32) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-        let config = tmp.path().join("warren.toml");
-        std::fs::write(&config, format!("uid_base = {uid_base}\nuid_count = 1000\n")).expect("config");
-        Self { state: tmp.path().join("state"), config, tmp }
-    }
-
-    /// `warren ARGS`, to add environment to.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).args(args);
-        for v in ["WARREN_CONTAINER_IMAGE", "CONTAINER_IMAGE", "WARREN_BACKEND", "DOCKER_HOST"] {
-            c.env_remove(v);
-        }
-        c
-    }
-
-    /// Runs `warren ARGS`, with `CONTAINER_IMAGE` when `image` is given.
-    fn run(&self, args: &[&str], image: Option<&str>) -> Output {
-        let mut c = self.cmd(args);
-        if let Some(i) = image {
-            c.env("CONTAINER_IMAGE", i);
-        }
-        c.output().expect("run warren")
-    }
-
-    /// A root filesystem of this host's programs with `/usr/share/image-marker` saying `marker`.
-    fn rootfs(&self, marker: &str) -> PathBuf {
-        let root = self.tmp.path().join("rootfs");
-        warren_backend_docker::image::minimal_rootfs(&root, &[]).expect("rootfs");
-        std::fs::create_dir_all(root.join("usr/share")).expect("usr/share");
-        std::fs::write(root.join("usr/share/image-marker"), format!("{marker}\n")).expect("marker");
-        root
-    }
+/// A root filesystem of this host's programs with `/usr/share/image-marker` saying `marker`.
+fn rootfs(cli: &Warren, marker: &str) -> PathBuf {
+    let root = cli.dir.join("rootfs");
+    warren_backend_docker::image::minimal_rootfs(&root, &[]).expect("rootfs");
+    std::fs::create_dir_all(root.join("usr/share")).expect("usr/share");
+    std::fs::write(root.join("usr/share/image-marker"), format!("{marker}\n")).expect("marker");
+    root
 }
 
 #[test]
@@ -68,10 +35,10 @@ fn import_and_use_an_image_without_a_registry() {
         eprintln!("SKIPPED: no docker daemon answers ({why})");
         return;
     }
-    let cli = Cli::new(3_750_000);
-    let warren = |args: &[&str], image: Option<&str>| cli.run(args, image);
+    let cli = Warren::new(3_750_000, "");
+    let warren = |args: &[&str], image: Option<&str>| run(&cli, args, image);
     // A root filesystem directory with a marker file, imported under its own tag.
-    let root = cli.rootfs("from-a-directory");
+    let root = rootfs(&cli, "from-a-directory");
     let tag = "warren-image-cli:test";
     let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", tag], None);
     assert!(out.status.success(), "{}", show(&out));
@@ -124,17 +91,17 @@ fn a_docker_save_archive_runs_on_the_ns_backend() {
         eprintln!("SKIPPED: no docker daemon answers ({why})");
         return;
     }
-    let cli = Cli::new(3_752_000);
+    let cli = Warren::new(3_752_000, "");
     let warren = |args: &[&str], image: Option<&str>, docker_host: Option<&str>| match docker_host {
         Some(h) => cli.cmd(args).env("DOCKER_HOST", h).output().expect("run warren"),
-        None => cli.run(args, image),
+        None => run(&cli, args, image),
     };
     // An image in docker, then `docker save`d.
-    let root = cli.rootfs("from-docker-save");
+    let root = rootfs(&cli, "from-docker-save");
     let src_tag = "warren-image-cli:save-src";
     let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", src_tag], None, None);
     assert!(out.status.success(), "{}", show(&out));
-    let saved = cli.tmp.path().join("saved.tar");
+    let saved = cli.dir.join("saved.tar");
     let out = Command::new("docker").arg("save").arg("-o").arg(&saved).arg(src_tag).output().expect("run docker save");
     assert!(out.status.success(), "docker save: {}", show(&out));
     let saved = saved.to_str().expect("utf-8");
@@ -173,9 +140,9 @@ fn a_docker_save_archive_runs_on_the_ns_backend() {
 /// runs it when a daemon answers.
 #[test]
 fn each_workspace_runs_its_own_image() {
-    let cli = Cli::new(3_751_000);
-    let warren = |args: &[&str]| cli.run(args, None);
-    let root = cli.rootfs("own-image");
+    let cli = Warren::new(3_751_000, "");
+    let warren = |args: &[&str]| run(&cli, args, None);
+    let root = rootfs(&cli, "own-image");
     let tag = "warren-own-image:1";
     let out = warren(&["image", "import", root.to_str().expect("utf-8"), "--tag", tag]);
     assert!(out.status.success(), "{}", show(&out));
@@ -226,7 +193,7 @@ fn each_workspace_runs_its_own_image() {
         Err(why) => eprintln!("docker part SKIPPED: no docker daemon answers ({why})"),
     }
     // A coding session's sandbox runs an image too.
-    let project = cli.tmp.path().join("project");
+    let project = cli.dir.join("project");
     std::fs::create_dir_all(&project).expect("project");
     std::fs::write(project.join("README"), "hi\n").expect("file");
     let path = project.to_str().expect("utf-8");
@@ -239,7 +206,7 @@ fn each_workspace_runs_its_own_image() {
     let out = warren(&["code", "stop", &id]);
     assert!(out.status.success(), "a read-only command left nothing to sync: {}", show(&out));
     // So does a sandbox built from a skill file that names one.
-    let skill = cli.tmp.path().join("skill.md");
+    let skill = cli.dir.join("skill.md");
     let text = format!(
         "---\nname: own-image\ndescription: d\nruntime: shell\ntools: [run_command]\nimage: {tag}\n---\n# hi\n"
     );

@@ -30,19 +30,23 @@
 //! users, delays; what a kill hits also depends on the machine's timing), `WARREN_KILL9_KILLS=<n>`
 //! changes the number of kills (default 100). On failure the state directory is kept and named.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use common::Warren;
 
 /// Uids of this test file: 3_300_000 + 1000 per slot (one slot).
 const UID_BASE: u32 = 3_300_000;
@@ -328,13 +332,6 @@ fn ns_available() -> bool {
 // ---------------------------------------------------------------------------------------------
 // The binary.
 
-struct Warren {
-    /// Kept on failure (for a look at what the kill left); removed at the end of a passing run.
-    tmp: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-}
-
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Landed {
@@ -346,73 +343,50 @@ enum Landed {
     DoneFirst,
 }
 
-impl Warren {
-    fn new() -> Self {
-        let tmp = tempfile::Builder::new().prefix("warren-kill9-").tempdir().expect("tempdir").keep();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-        let config = tmp.join("warren.toml");
-        std::fs::write(&config, format!("uid_base = {UID_BASE}\nuid_count = 1000\n\n[snapshots]\nkeep = {KEEP}\n"))
-            .expect("write config");
-        Self { state: tmp.join("state"), config, tmp }
-    }
-
-    fn cmd(&self, backend: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).args(["--backend", backend]);
-        c.args(args).stdin(Stdio::null());
-        c.env_remove("WARREN_LOG").env_remove("WARREN_BACKEND").env_remove("WARREN_STATE_DIR").env_remove("WARREN_URL");
-        c
-    }
-
-    fn run(&self, backend: &str, args: &[&str]) -> Output {
-        self.cmd(backend, args).output().expect("run warren")
-    }
-
-    /// Runs `args`, killing it with SIGKILL after `kill_after` (if given and it still runs).
-    /// Returns how it ended, its exit status, how long it ran, and its stderr.
-    fn run_killable(
-        &self,
-        backend: &str,
-        args: &[&str],
-        kill_after: Option<Duration>,
-    ) -> (Landed, ExitStatus, Duration, String, usize) {
-        let err_path = self.tmp.join("stderr");
-        let err = File::create(&err_path).expect("stderr file");
-        let start = Instant::now();
-        let mut child =
-            self.cmd(backend, args).stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().expect("spawn warren");
-        let pid = child.id();
-        let mut orphans = Vec::new();
-        let (landed, status) = match kill_after {
-            None => (Landed::Unkilled, child.wait().expect("wait")),
-            Some(d) => {
-                std::thread::sleep(d);
-                match child.try_wait().expect("try_wait") {
-                    Some(st) => (Landed::DoneFirst, st),
-                    None => {
-                        // Stop it first: its children at the moment of death are then known.
-                        // `kill` returns before the stop lands; until every thread is stopped,
-                        // one may still fork a child that holds the user's lock until its exec.
-                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
-                        wait_until(Duration::from_secs(5), || all_threads_stopped(pid));
-                        orphans = children_of(pid);
-                        child.kill().expect("SIGKILL");
-                        let st = child.wait().expect("wait");
-                        (if st.signal() == Some(9) { Landed::Mid } else { Landed::DoneFirst }, st)
-                    }
+/// Runs `args`, killing it with SIGKILL after `kill_after` (if given and it still runs).
+/// Returns how it ended, its exit status, how long it ran, and its stderr.
+fn run_killable(
+    w: &Warren,
+    backend: &str,
+    args: &[&str],
+    kill_after: Option<Duration>,
+) -> (Landed, ExitStatus, Duration, String, usize) {
+    let err_path = w.dir.join("stderr");
+    let err = File::create(&err_path).expect("stderr file");
+    let start = Instant::now();
+    let mut child =
+        w.cmd_on(backend, args).stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().expect("spawn warren");
+    let pid = child.id();
+    let mut orphans = Vec::new();
+    let (landed, status) = match kill_after {
+        None => (Landed::Unkilled, child.wait().expect("wait")),
+        Some(d) => {
+            std::thread::sleep(d);
+            match child.try_wait().expect("try_wait") {
+                Some(st) => (Landed::DoneFirst, st),
+                None => {
+                    // Stop it first: its children at the moment of death are then known.
+                    // `kill` returns before the stop lands; until every thread is stopped,
+                    // one may still fork a child that holds the user's lock until its exec.
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+                    wait_until(Duration::from_secs(5), || all_threads_stopped(pid));
+                    orphans = children_of(pid);
+                    child.kill().expect("SIGKILL");
+                    let st = child.wait().expect("wait");
+                    (if st.signal() == Some(9) { Landed::Mid } else { Landed::DoneFirst }, st)
                 }
             }
-        };
-        let took = start.elapsed();
-        // What the dead process had started (the ns helper, a dir command) finishes first.
-        let outlived = orphans.len();
-        for (p, st) in orphans {
-            let gone = wait_until(Duration::from_secs(20), || !warren_sys::proc::is_alive(p, st));
-            assert!(gone, "process {p} ({}) left by the killed warren {args:?} never ended", describe(&[p]));
         }
-        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        (landed, status, took, stderr, outlived)
+    };
+    let took = start.elapsed();
+    // What the dead process had started (the ns helper, a dir command) finishes first.
+    let outlived = orphans.len();
+    for (p, st) in orphans {
+        let gone = wait_until(Duration::from_secs(20), || !warren_sys::proc::is_alive(p, st));
+        assert!(gone, "process {p} ({}) left by the killed warren {args:?} never ended", describe(&[p]));
     }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (landed, status, took, stderr, outlived)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,7 +510,7 @@ impl Campaign {
 
     fn status(&mut self, ui: usize) -> Seen {
         let (user, backend) = (self.users[ui].user, self.users[ui].backend);
-        let out = self.w.run(backend, &["--json", "workspace", "status", user]);
+        let out = self.w.run_on(backend, &["--json", "workspace", "status", user]);
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
             return Seen::Some {
@@ -685,9 +659,9 @@ impl Campaign {
     /// Exports snapshot `id` (warren checks it against its manifest) and reads its tree.
     fn snapshot_tree(&mut self, ui: usize, id: &str) -> Tree {
         let (user, backend) = (self.users[ui].user, self.users[ui].backend);
-        let file = self.w.tmp.join(format!("export-{user}-{id}.tar.zst"));
+        let file = self.w.dir.join(format!("export-{user}-{id}.tar.zst"));
         let _ = std::fs::remove_file(&file);
-        let out = self.w.run(backend, &["snapshot", "export", user, id, file.to_str().expect("utf-8")]);
+        let out = self.w.run_on(backend, &["snapshot", "export", user, id, file.to_str().expect("utf-8")]);
         if !out.status.success() {
             self.fail(format!(
                 "listed snapshot {id} of {user} does not export (partial?): {}",
@@ -702,7 +676,7 @@ impl Campaign {
     /// The listed snapshots, `(id, trigger)`, newest first.
     fn list_snapshots(&mut self, ui: usize) -> Vec<(String, String, bool)> {
         let (user, backend) = (self.users[ui].user, self.users[ui].backend);
-        let out = self.w.run(backend, &["--json", "snapshot", "list", user]);
+        let out = self.w.run_on(backend, &["--json", "snapshot", "list", user]);
         if !out.status.success() {
             self.fail(format!("snapshot list failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
@@ -757,7 +731,7 @@ impl Campaign {
             (_, Some(s)) => format!("{} {user} ({backend}) {s}", op.name()),
             _ => format!("{} {user} ({backend})", op.name()),
         };
-        let (landed, status, took, stderr, outlived) = self.w.run_killable(backend, &argv, kill_after);
+        let (landed, status, took, stderr, outlived) = run_killable(&self.w, backend, &argv, kill_after);
         if backend == "ns" {
             self.ns_helpers_outlived += outlived as u32;
         } else {
@@ -1036,7 +1010,8 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
     }
     users.push(Ws::new("u_dir", "dir"));
     let mut c = Campaign {
-        w: Warren::new(),
+        // Kept on failure (for a look at what the kill left); removed at the end of a passing run.
+        w: Warren::kept("warren-kill9-", UID_BASE, &format!("\n[snapshots]\nkeep = {KEEP}\n")),
         seed,
         rng: Rng::new(seed),
         users,
@@ -1107,7 +1082,7 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
         c.perform(ui, Op::Destroy, None);
     }
 
-    let _ = std::fs::remove_dir_all(&c.w.tmp);
+    let _ = std::fs::remove_dir_all(&c.w.dir);
 
     // The table.
     let mut table = String::new();

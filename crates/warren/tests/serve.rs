@@ -3,84 +3,51 @@
 //!
 //! Uids of this file: 2_750_000 + 1000 per test.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
+use common::{show, Warren};
+
 const UID_BASE: u32 = 2_750_000;
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    state: PathBuf,
-    config: PathBuf,
-    backend: &'static str,
+/// `warren --backend BACKEND ...` on test `slot`'s state directory and uids, with a rate limit no
+/// test reaches and 5 s of token leeway.
+fn warren(slot: u32, backend: &'static str) -> Warren {
+    Warren::new(UID_BASE + slot * 1000, "\n[server]\nrate_limit_rps = 1000\n\n[auth]\nleeway_secs = 5\n").on(backend)
 }
 
-impl Env {
-    fn new(slot: u32, backend: &'static str) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-        let config = tmp.path().join("warren.toml");
-        let text = format!(
-            "uid_base = {}\nuid_count = 1000\n\n[server]\nrate_limit_rps = 1000\n\n[auth]\nleeway_secs = 5\n",
-            UID_BASE + slot * 1000
-        );
-        std::fs::write(&config, text).expect("write config");
-        Self { state: tmp.path().join("state"), config, backend, _tmp: tmp }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).arg("--backend").arg(self.backend);
-        c.args(args);
-        for v in ["WARREN_LOG", "WARREN_BACKEND", "WARREN_STATE_DIR", "WARREN_URL", "WARREN_TOKEN", "WARREN_LISTEN"] {
-            c.env_remove(v);
+/// Starts `warren serve` on an ephemeral port; returns it and what it printed up to the API line.
+fn serve(env: &Warren) -> Served {
+    let mut child = env
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start warren serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("banner line");
+        let done = line.starts_with("API: ");
+        banner.push(line);
+        if done {
+            break;
         }
-        c
     }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run warren")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "warren {args:?}: {}", show(&out));
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    /// Starts `warren serve` on an ephemeral port; returns it and what it printed up to the API line.
-    fn serve(&self) -> Served {
-        let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start warren serve");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut banner = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.expect("banner line");
-            let done = line.starts_with("API: ");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        let url = banner
-            .first()
-            .and_then(|l| l.strip_prefix("warren listening on "))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no listening line in {banner:?}"))
-            .to_owned();
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Served { child, url, banner }
-    }
+    let url = banner
+        .first()
+        .and_then(|l| l.strip_prefix("warren listening on "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no listening line in {banner:?}"))
+        .to_owned();
+    // Keep draining stdout so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, url, banner }
 }
 
 struct Served {
@@ -113,23 +80,14 @@ impl Drop for Served {
     }
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }
 
 #[test]
 fn serve_prints_where_it_listens_and_working_dev_tokens() {
-    let env = Env::new(0, "dir");
-    let served = env.serve();
+    let env = warren(0, "dir");
+    let served = serve(&env);
     assert!(served.url.starts_with("http://127.0.0.1:"), "{:?}", served.banner);
     let user = served.token_of("token of user u_123 (24h): ");
     let admin = served.token_of("admin token (24h):         ");
@@ -181,8 +139,8 @@ fn serve_prints_where_it_listens_and_working_dev_tokens() {
 
 #[test]
 fn the_cli_is_the_same_over_url() {
-    let env = Env::new(1, "dir");
-    let served = env.serve();
+    let env = warren(1, "dir");
+    let served = serve(&env);
     let url = served.url.clone();
     let remote = |args: &[&str]| {
         let mut all = vec!["--url", url.as_str()];
@@ -285,7 +243,7 @@ fn the_cli_is_the_same_over_url() {
 
 #[test]
 fn seed_container_settings_are_validated() {
-    let env = Env::new(2, "dir");
+    let env = warren(2, "dir");
     let out = env
         .cmd(&["serve", "--listen", "127.0.0.1:0"])
         .env("MAX_CONTAINERS", "zero")
@@ -305,8 +263,8 @@ fn ns_workspaces_through_the_server_survive_a_restart() {
         eprintln!("skipped: the ns backend cannot run here: {why}");
         return;
     }
-    let env = Env::new(3, "ns");
-    let served = env.serve();
+    let env = warren(3, "ns");
+    let served = serve(&env);
     let token = served.token_of("token of user u_123 (24h): ");
     let url = served.url.clone();
     let c = http();
@@ -344,7 +302,7 @@ fn ns_workspaces_through_the_server_survive_a_restart() {
     assert!(exec_stream.lines().last().is_some_and(|l| l.contains(r#""type":"exit""#)), "{exec_stream}");
     assert!(served.stop().success());
     // The workspace keeps running without the server, and the next server adopts it.
-    let served = env.serve();
+    let served = serve(&env);
     let token = served.token_of("token of user u_123 (24h): ");
     let w: Value = c
         .get(format!("{}/v1/workspaces/me", served.url))
@@ -375,8 +333,8 @@ fn ns_files_and_archives_through_the_server() {
         eprintln!("skipped: the ns backend cannot run here: {why}");
         return;
     }
-    let env = Env::new(4, "ns");
-    let served = env.serve();
+    let env = warren(4, "ns");
+    let served = serve(&env);
     let token = served.token_of("token of user u_123 (24h): ");
     let url = served.url.clone();
     let c = http();
@@ -437,8 +395,8 @@ fn shell_over_url_on_a_pty() {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    let env = Env::new(8, "dir");
-    let served = env.serve();
+    let env = warren(8, "dir");
+    let served = serve(&env);
     let url = served.url.clone();
     // Without a terminal on stdin, like the local `warren shell`.
     let r = env.run(&["--url", &url, "shell", "u_tty"]);

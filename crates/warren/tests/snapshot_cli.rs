@@ -3,66 +3,20 @@
 //!
 //! Each test has its own state directory and uid range (set through a `--config` file).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
+
+use common::{show, Warren};
 
 /// Uids of this test file: 2_850_000 + 1000 per test.
 const UID_BASE: u32 = 2_850_000;
 
-struct Warren {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    config: PathBuf,
-    backend: &'static str,
-}
-
-impl Warren {
-    fn new(slot: u32, backend: &'static str) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
-        let config = tmp.path().join("warren.toml");
-        std::fs::write(
-            &config,
-            format!("uid_base = {}\nuid_count = 1000\n\n[snapshots]\nkeep = 5\n", UID_BASE + slot * 1000),
-        )
-        .expect("write config");
-        Self { state: tmp.path().join("state"), config, tmp, backend }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
-        c.arg("--state-dir").arg(&self.state).arg("--config").arg(&self.config).args(["--backend", self.backend]);
-        c.args(args);
-        c.env_remove("WARREN_LOG").env_remove("WARREN_BACKEND").env_remove("WARREN_STATE_DIR").env_remove("WARREN_URL");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run warren")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "warren {args:?} failed: {}", show(&out));
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("JSON output")
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// `warren --backend BACKEND ...` on test `slot`'s state directory and uids, keeping 5 snapshots.
+fn warren(slot: u32, backend: &'static str) -> Warren {
+    Warren::new(UID_BASE + slot * 1000, "\n[snapshots]\nkeep = 5\n").on(backend)
 }
 
 fn ns_available() -> bool {
@@ -78,7 +32,7 @@ fn ns_available() -> bool {
 /// The "done when": `warren snapshot create u_123 snap_001`, change files,
 /// `warren snapshot restore u_123 snap_001`, files are back; list, export/import, pin, delete.
 fn done_when(backend: &'static str, slot: u32) {
-    let w = Warren::new(slot, backend);
+    let w = warren(slot, backend);
     w.ok(&["workspace", "create", "u_123"]);
     w.ok(&["exec", "u_123", "--", "sh", "-c", "mkdir -p src && echo 'print(1)' > src/app.py && echo v1 > notes.txt"]);
 
@@ -119,7 +73,7 @@ fn done_when(backend: &'static str, slot: u32) {
     assert_eq!(w.ok(&["cat", "u_123", "notes.txt"]), "v2\n");
 
     // Export, import under another user, restore there.
-    let file = w.tmp.path().join("u_123.tar.zst");
+    let file = w.dir.join("u_123.tar.zst");
     let file_s = file.to_str().expect("utf-8 path");
     let out = w.ok(&["snapshot", "export", "u_123", "snap_001", file_s]);
     assert!(out.starts_with("exported snap_001 of u_123 to "), "{out}");
@@ -209,7 +163,7 @@ fn freezer_state(ws: &str) -> Option<String> {
 /// and the next warren command finds the workspace running again (thawed on ns, restarted on
 /// dir, where it was stopped for the archive).
 fn kill_during_create(backend: &'static str, slot: u32) {
-    let w = Warren::new(slot, backend);
+    let w = warren(slot, backend);
     let ws = w.json(&["workspace", "create", "u_kill"])["workspace_id"].as_str().expect("id").to_owned();
     w.ok(&["exec", "u_kill", "--", "sh", "-c", "head -c 268435456 /dev/urandom > big && echo small > small"]);
     let mut child = w
