@@ -174,7 +174,10 @@ pub fn generate(ws: &Path, small_files: usize) -> Result<Workspace, String> {
     let git = which("git").is_some() && {
         let run = |args: &[&str]| {
             Command::new("git")
+                // gc.auto=0: a commit of 30,000 files would start a background gc that packs the
+                // objects while the timed runs archive the tree (a moving target for both sides).
                 .args(["-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "init.defaultBranch=main"])
+                .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
                 .args(args)
                 .current_dir(ws)
                 .env("GIT_CONFIG_NOSYSTEM", "1")

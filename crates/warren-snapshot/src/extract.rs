@@ -19,8 +19,11 @@
 //!    directories with `mkdirat` and symlinks with `symlinkat`, each of which fails on an
 //!    existing name: a second entry for a path is a duplicate, whatever the first one was.
 //!
-//! Small files are written by a pool of threads (the archive is read on the calling thread);
-//! a file's parent directory always exists before the file is handed over, and only
+//! Small files are written by a pool of threads (the archive is read on the calling thread),
+//! handed over in batches of up to [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes (one channel
+//! message and thread wake-up per batch, not per file); large files are created on the calling
+//! thread and their data streamed to one more thread, which writes them while decompression goes
+//! on. A file's parent directory always exists before the file is handed over, and only
 //! directories and symlinks (made on the calling thread) can be parents, so the parallelism
 //! never changes what lands where. On any error the staging directory is removed whole.
 
@@ -48,8 +51,15 @@ use crate::error::{Rejection, Result, SnapshotError};
 use crate::fsutil;
 use crate::limits::{check_link_target, split_path, ArchiveLimits, Progress, ProgressFn};
 
-/// Files up to this size are handed to the writer threads; larger ones are streamed in place.
+/// Files up to this size are handed to the writer threads; larger ones are streamed, in
+/// [`STREAM_CHUNK`]-byte chunks, to the stream thread.
 const SMALL_FILE_BYTES: u64 = 1 << 20;
+/// Small files per batch handed to a writer thread, at most.
+const BATCH_FILES: usize = 32;
+/// A batch is handed over once its files hold this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued for the writer threads, at most.
+const BATCH_QUEUE: usize = 16;
 /// Bytes of tar headers a single entry may use besides its metadata records.
 const HEADER_SLACK: u64 = 8 * 512;
 
@@ -513,17 +523,25 @@ fn extract_into_new<R: Read>(
     .map_err(|e| SnapshotError::errno("opening the staging directory", e))?;
     let root = Arc::new(root);
     let workers = thread_count(opts.threads).clamp(2, 8);
-    let (tx, rx) = mpsc::sync_channel::<WriteJob>(64);
+    let (tx, rx) = mpsc::sync_channel::<Vec<WriteJob>>(BATCH_QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     let failure: Arc<Mutex<Option<SnapshotError>>> = Arc::new(Mutex::new(None));
     let failed = Arc::new(AtomicBool::new(false));
     let owner = opts.owner;
+    let files = NewFiles { owner, umask: current_umask() };
+    let (stream_tx, stream_rx) = mpsc::sync_channel::<Stream>(STREAM_QUEUE);
+    let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     let result = std::thread::scope(|s| {
         for _ in 0..workers {
             let rx = Arc::clone(&rx);
             let failure = Arc::clone(&failure);
             let failed = Arc::clone(&failed);
-            s.spawn(move || writer_loop(&rx, owner, &failure, &failed));
+            s.spawn(move || writer_loop(&rx, files, &failure, &failed));
+        }
+        {
+            let failure = Arc::clone(&failure);
+            let failed = Arc::clone(&failed);
+            s.spawn(move || stream_loop(&stream_rx, &spare_tx, files, &failure, &failed));
         }
         let mut ex = Extractor {
             root: Arc::clone(&root),
@@ -532,12 +550,17 @@ fn extract_into_new<R: Read>(
             dirs: Vec::new(),
             owner,
             jobs: Some(tx),
+            stream: Some(stream_tx),
+            spare: spare_rx,
+            batch: Vec::new(),
+            batch_bytes: 0,
             failure: Arc::clone(&failure),
             failed: Arc::clone(&failed),
         };
-        let r = drive(reader, opts, &mut ex);
-        // Close the job channel and let the writers finish what they have.
+        let r = drive(reader, opts, &mut ex).and_then(|stats| ex.flush_batch().map(|()| stats));
+        // Close the job channels and let the writers finish what they have.
         ex.jobs = None;
+        ex.stream = None;
         (r, ex)
     });
     let (r, mut ex) = result;
@@ -571,38 +594,32 @@ struct WriteJob {
 }
 
 fn writer_loop(
-    rx: &Mutex<Receiver<WriteJob>>,
-    owner: Option<(u32, u32)>,
+    rx: &Mutex<Receiver<Vec<WriteJob>>>,
+    files: NewFiles,
     failure: &Mutex<Option<SnapshotError>>,
     failed: &AtomicBool,
 ) {
     loop {
-        let job = {
+        let batch = {
             let Ok(guard) = rx.lock() else { return };
             match guard.recv() {
-                Ok(job) => job,
+                Ok(batch) => batch,
                 Err(_) => return,
             }
         };
-        if failed.load(Ordering::Relaxed) {
-            continue; // drain without writing
-        }
-        let r = write_file(
-            &job.dir,
-            &job.raw,
-            OsStr::from_bytes(&job.name),
-            job.mode,
-            job.mtime,
-            owner,
-            Data::Bytes(&job.data),
-        );
-        if let Err(e) = r {
-            if let Ok(mut f) = failure.lock() {
-                if f.is_none() {
-                    *f = Some(e);
-                }
+        for job in batch {
+            if failed.load(Ordering::Relaxed) {
+                break; // drain without writing
             }
-            failed.store(true, Ordering::Relaxed);
+            let r = write_file(&job.dir, &job.raw, OsStr::from_bytes(&job.name), job.mode, job.mtime, files, &job.data);
+            if let Err(e) = r {
+                if let Ok(mut f) = failure.lock() {
+                    if f.is_none() {
+                        *f = Some(e);
+                    }
+                }
+                failed.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -621,61 +638,132 @@ fn timespec(secs: i64) -> TimeSpec {
     TimeSpec::new(secs, 0)
 }
 
-/// Creates a regular file under `dir` (never following or replacing anything) and fills it.
+/// Who gets the files a restore creates, and the umask they are created under.
+#[derive(Clone, Copy, Debug)]
+struct NewFiles {
+    owner: Option<(u32, u32)>,
+    /// The process's umask when the extraction started; `None` if unknown.
+    umask: Option<u32>,
+}
+
+/// The process's umask (the `Umask:` line of `/proc/self/status`, Linux 4.7 and later), read
+/// without changing it; `None` if it cannot be read.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// Creates a regular file under `dir` (never following or replacing anything) with its final
+/// permission bits (the staging root is private until the swap, and the descriptor the creating
+/// `open` returns may write whatever the mode).
+fn create_file(dir: &OwnedFd, raw: &[u8], name: &OsStr, mode: u32) -> Result<File> {
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode & 0o777),
+    )
+    .map_err(|e| match e {
+        Errno::EEXIST => SnapshotError::rejected(raw, Rejection::Duplicate),
+        e => fs_error(raw, "creating", e),
+    })?;
+    Ok(File::from(fd))
+}
+
+fn write_error(raw: &[u8], e: io::Error) -> SnapshotError {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(errno @ (Errno::ENOSPC | Errno::EDQUOT)) => fs_error(raw, "writing", errno),
+        _ => SnapshotError::io(format!("writing {:?} in the staging directory", String::from_utf8_lossy(raw)), e),
+    }
+}
+
+/// Gives a written file its owner, mode and time. The mode is set again only when the umask
+/// took some of its bits away at creation (or the umask is unknown).
+fn finish_file(f: &File, raw: &[u8], mode: u32, mtime: i64, files: NewFiles) -> Result<()> {
+    let mode = mode & 0o777;
+    if let Some((uid, gid)) = files.owner {
+        nix::unistd::fchown(f.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| fs_error(raw, "chown of", e))?;
+    }
+    if files.umask.is_none_or(|umask| mode & umask != 0) {
+        nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(|e| fs_error(raw, "chmod of", e))?;
+    }
+    let t = timespec(mtime);
+    nix::sys::stat::futimens(f.as_fd(), &t, &t).map_err(|e| fs_error(raw, "setting the time of", e))
+}
+
+/// Creates a regular file under `dir` and fills it with `data`.
 fn write_file(
     dir: &OwnedFd,
     raw: &[u8],
     name: &OsStr,
     mode: u32,
     mtime: i64,
-    owner: Option<(u32, u32)>,
-    data: Data<'_>,
+    files: NewFiles,
+    data: &[u8],
 ) -> Result<()> {
-    let fd = nix::fcntl::openat(
-        dir.as_fd(),
-        name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| match e {
-        Errno::EEXIST => SnapshotError::rejected(raw, Rejection::Duplicate),
-        e => fs_error(raw, "creating", e),
-    })?;
-    let mut f = File::from(fd);
-    let werr = |e: io::Error| match e.raw_os_error().map(Errno::from_raw) {
-        Some(errno @ (Errno::ENOSPC | Errno::EDQUOT)) => fs_error(raw, "writing", errno),
-        _ => SnapshotError::io(format!("writing {:?} in the staging directory", String::from_utf8_lossy(raw)), e),
-    };
-    match data {
-        Data::Bytes(b) => f.write_all(b).map_err(werr)?,
-        Data::Stream(r) => {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match r.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(SnapshotError::io("reading the archive", e)),
-                };
-                f.write_all(&buf[..n]).map_err(werr)?;
-            }
-        }
-    }
-    if let Some((uid, gid)) = owner {
-        nix::unistd::fchown(f.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-            .map_err(|e| fs_error(raw, "chown of", e))?;
-    }
-    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode & 0o777))
-        .map_err(|e| fs_error(raw, "chmod of", e))?;
-    let t = timespec(mtime);
-    nix::sys::stat::futimens(f.as_fd(), &t, &t).map_err(|e| fs_error(raw, "setting the time of", e))?;
-    Ok(())
+    let mut f = create_file(dir, raw, name, mode)?;
+    f.write_all(data).map_err(|e| write_error(raw, e))?;
+    finish_file(&f, raw, mode, mtime, files)
 }
 
-/// A file's content: in memory (small files) or streamed from the archive.
-enum Data<'a> {
-    Bytes(&'a [u8]),
-    Stream(&'a mut dyn Read),
+/// Bytes per chunk of a large file sent to the stream thread.
+const STREAM_CHUNK: usize = 1 << 20;
+/// Chunks queued for the stream thread, at most.
+const STREAM_QUEUE: usize = 8;
+
+/// A large file on its way to the stream thread, which writes it while the calling thread goes
+/// on decompressing. The file is created (and a duplicate name refused) on the calling thread.
+enum Stream {
+    Open { file: File, raw: Vec<u8>, mode: u32, mtime: i64 },
+    Chunk(Vec<u8>),
+    Close,
+}
+
+/// Writes the large files sent to it, one at a time, in order; emptied chunks go back for reuse.
+fn stream_loop(
+    rx: &Receiver<Stream>,
+    spare: &mpsc::Sender<Vec<u8>>,
+    files: NewFiles,
+    failure: &Mutex<Option<SnapshotError>>,
+    failed: &AtomicBool,
+) {
+    let mut current: Option<(File, Vec<u8>, u32, i64)> = None;
+    for msg in rx {
+        let r = match msg {
+            Stream::Open { file, raw, mode, mtime } => {
+                current = Some((file, raw, mode, mtime));
+                Ok(())
+            }
+            Stream::Chunk(mut buf) => {
+                let r = match &mut current {
+                    Some((f, raw, ..)) if !failed.load(Ordering::Relaxed) => {
+                        f.write_all(&buf).map_err(|e| write_error(raw, e))
+                    }
+                    _ => Ok(()),
+                };
+                buf.clear();
+                let _ = spare.send(buf);
+                r
+            }
+            Stream::Close => match current.take() {
+                Some((f, raw, mode, mtime)) if !failed.load(Ordering::Relaxed) => {
+                    finish_file(&f, &raw, mode, mtime, files)
+                }
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = r {
+            current = None;
+            if let Ok(mut f) = failure.lock() {
+                if f.is_none() {
+                    *f = Some(e);
+                }
+            }
+            failed.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Writes checked entries beneath the staging root.
@@ -689,12 +777,29 @@ struct Extractor {
     /// Every directory made: path, final mode, mtime (applied at the end).
     dirs: Vec<(Vec<Vec<u8>>, u32, Option<i64>)>,
     owner: Option<(u32, u32)>,
-    jobs: Option<SyncSender<WriteJob>>,
+    jobs: Option<SyncSender<Vec<WriteJob>>>,
+    /// Large files go to the stream thread; emptied chunks come back on `spare`.
+    stream: Option<SyncSender<Stream>>,
+    spare: Receiver<Vec<u8>>,
+    /// Small files not yet handed to the writers, and their bytes.
+    batch: Vec<WriteJob>,
+    batch_bytes: usize,
     failure: Arc<Mutex<Option<SnapshotError>>>,
     failed: Arc<AtomicBool>,
 }
 
 impl Extractor {
+    /// Hands the pending small files to the writer threads.
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        self.batch_bytes = 0;
+        let jobs = self.jobs.as_ref().ok_or_else(|| SnapshotError::internal("restore writers already stopped"))?;
+        jobs.send(batch).map_err(|_| SnapshotError::internal("restore writer threads stopped unexpectedly"))
+    }
+
     fn chown_fd(&self, fd: &OwnedFd, raw: &[u8]) -> Result<()> {
         if let Some((uid, gid)) = self.owner {
             nix::unistd::fchown(fd.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
@@ -849,10 +954,38 @@ impl Sink for Extractor {
                 mtime: e.mtime,
                 data: buf,
             };
-            let jobs = self.jobs.as_ref().ok_or_else(|| SnapshotError::internal("restore writers already stopped"))?;
-            jobs.send(job).map_err(|_| SnapshotError::internal("restore writer threads stopped unexpectedly"))?;
+            self.batch_bytes += job.data.len();
+            self.batch.push(job);
+            if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+                self.flush_batch()?;
+            }
             return Ok(());
         }
-        write_file(&parent, &e.raw, e.name(), e.mode, e.mtime, self.owner, Data::Stream(data))
+        let file = create_file(&parent, &e.raw, e.name(), e.mode)?;
+        let stopped = || SnapshotError::internal("the restore stream thread stopped unexpectedly");
+        let stream = self.stream.as_ref().ok_or_else(stopped)?;
+        stream.send(Stream::Open { file, raw: e.raw.clone(), mode: e.mode, mtime: e.mtime }).map_err(|_| stopped())?;
+        loop {
+            let mut buf = self.spare.try_recv().unwrap_or_default();
+            buf.resize(STREAM_CHUNK, 0);
+            let mut n = 0;
+            while n < buf.len() {
+                match data.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(SnapshotError::io("reading the archive", err)),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            stream.send(Stream::Chunk(buf)).map_err(|_| stopped())?;
+            if n < STREAM_CHUNK {
+                break;
+            }
+        }
+        stream.send(Stream::Close).map_err(|_| stopped())
     }
 }

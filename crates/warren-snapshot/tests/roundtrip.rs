@@ -71,6 +71,43 @@ fn round_trip_is_byte_exact() {
     assert_eq!(names, vec![std::ffi::OsString::from("u_123")]);
 }
 
+/// Files are created with their final mode and chmodded only when the umask stripped bits:
+/// modes the umask takes bits from come back exact too, for small files (written by the pool)
+/// and large ones (streamed by the stream thread), and so do modes it leaves alone.
+#[test]
+fn modes_the_umask_strips_are_restored_exactly() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    let env = Env::new();
+    let u = user("u_umask");
+    let ws = env.ws("u_umask");
+    let cases: [(&str, usize, u32); 8] = [
+        ("small_666", 10, 0o666),
+        ("small_777", 10, 0o777),
+        ("small_604", 10, 0o604),
+        ("small_600", 10, 0o600),
+        ("small_000", 10, 0o000),
+        ("large_777", 3 << 20, 0o777),
+        ("large_646", (1 << 20) + 1, 0o646),
+        ("large_640", 2 << 20, 0o640),
+    ];
+    for (i, (name, len, mode)) in cases.iter().enumerate() {
+        let path = ws.join(name);
+        fs::write(&path, noise(*len, i as u64)).expect("write");
+        chmod(&path, *mode);
+        set_mtime(&path, 1_600_000_000 + i as i64);
+    }
+    let before = tree(&ws);
+    let snaps = Snapshots::local(&env.state);
+    snaps.create(&u, &snap("s1"), &ws, &copts(Trigger::Manual)).expect("create");
+    fs::remove_dir_all(&ws).expect("rm");
+    snaps.restore(&u, &snap("s1"), &ws, &ropts()).expect("restore");
+    assert_eq!(tree(&ws), before, "contents, modes and mtimes");
+    for (name, _, mode) in cases {
+        let got = fs::metadata(ws.join(name)).expect("stat").mode() & 0o7777;
+        assert_eq!(got, mode, "{name}: {got:o}");
+    }
+}
+
 #[test]
 fn gnu_tar_and_zstd_read_our_archives() {
     let env = Env::new();
