@@ -10,8 +10,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 use warren_backend_dir::DirBackend;
 use warren_core::{
-    Backend, Error, ExecControl, ExecEvent, ExecHandle, ExecOutput, ExecRequest, Limits, State, TtySize, UserId,
-    WorkspaceId, WorkspacePath, WorkspaceSpec,
+    Backend, Error, ExecControl, ExecEvent, ExecHandle, ExecOutput, ExecRequest, State, TtySize, WorkspacePath,
+    WorkspaceSpec,
 };
 
 struct Env {
@@ -31,17 +31,7 @@ impl Env {
     }
 
     fn spec(&mut self, user: &str, uid: u32) -> WorkspaceSpec {
-        let user = UserId::new(user).expect("valid user id");
-        let s = WorkspaceSpec {
-            id: WorkspaceId::generate(),
-            username: user.linux_username(),
-            user,
-            uid,
-            gid: uid,
-            limits: Limits::default(),
-            network: false,
-            image: None,
-        };
+        let s = warren_testkit::spec(user, uid);
         self.specs.push(s.clone());
         s
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use warren_backend_docker::pool::{DockerPool, PoolOptions};
 use warren_backend_docker::DockerBackend;
-use warren_core::{Backend, ExecEvent, ExecRequest, Limits, State, UserId, WorkspaceId, WorkspaceSpec};
+use warren_core::{Backend, ExecEvent, ExecRequest, State, WorkspaceSpec};
 
 const UID_BASE: u32 = 3_700_000;
 
@@ -59,18 +59,7 @@ impl Drop for Pool {
 }
 
 fn spec(slot: u32, i: u32, user: &str) -> WorkspaceSpec {
-    let user = UserId::new(user).expect("user id");
-    let uid = UID_BASE + slot * 100 + i;
-    WorkspaceSpec {
-        id: WorkspaceId::generate(),
-        username: user.linux_username(),
-        user,
-        uid,
-        gid: uid,
-        limits: Limits::default(),
-        network: false,
-        image: None,
-    }
+    warren_testkit::spec(user, UID_BASE + slot * 100 + i)
 }
 
 async fn sh(pool: &DockerPool, s: &WorkspaceSpec, script: &str) -> (i32, String, String) {

@@ -1,7 +1,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use warren_backend_ns::{HelperCmd, NsBackend};
-use warren_core::{Backend, ExecRequest, Limits, UserId, WorkspaceId, WorkspaceSpec};
+use warren_core::{Backend, ExecRequest};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smoke() {
@@ -17,17 +17,7 @@ async fn smoke() {
         }),
     )
     .expect("open");
-    let user = UserId::new("u_smoke").expect("id");
-    let spec = WorkspaceSpec {
-        id: WorkspaceId::generate(),
-        username: user.linux_username(),
-        user,
-        uid: 2_000_999,
-        gid: 2_000_999,
-        limits: Limits::default(),
-        network: false,
-        image: None,
-    };
+    let spec = warren_testkit::spec("u_smoke", 2_000_999);
     b.create(&spec).await.expect("create");
     let st = b.start(&spec).await.expect("start");
     eprintln!("{st:?}");

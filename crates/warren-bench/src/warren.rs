@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warren_core::{Backend, ExecOutput, ExecRequest, Limits, UserId, WorkspaceId, WorkspaceSpec};
+use warren_core::{Backend, ExecOutput, ExecRequest, UserId, WorkspaceSpec};
 
 /// Longest any one backend call may take before the row is abandoned.
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,17 +22,7 @@ pub struct Samples {
 
 /// A spec for bench user `user` running as `uid`, with a fresh workspace id.
 pub fn spec(user: &str, uid: u32) -> Result<WorkspaceSpec, String> {
-    let user = UserId::new(user).map_err(|e| e.to_string())?;
-    Ok(WorkspaceSpec {
-        id: WorkspaceId::generate(),
-        username: user.linux_username(),
-        user,
-        uid,
-        gid: uid,
-        limits: Limits::default(),
-        network: false,
-        image: None,
-    })
+    Ok(WorkspaceSpec::new(UserId::new(user).map_err(|e| e.to_string())?, uid))
 }
 
 fn echo() -> ExecRequest {

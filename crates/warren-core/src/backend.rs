@@ -185,6 +185,23 @@ pub struct WorkspaceSpec {
     pub image: Option<String>,
 }
 
+impl WorkspaceSpec {
+    /// A new workspace (fresh id) of `user` running as `uid` (gid the same), with the account
+    /// name [`UserId::linux_username`] gives, default limits, no network and the default image.
+    pub fn new(user: UserId, uid: u32) -> Self {
+        Self {
+            id: WorkspaceId::generate(),
+            username: user.linux_username(),
+            user,
+            uid,
+            gid: uid,
+            limits: Limits::default(),
+            network: false,
+            image: None,
+        }
+    }
+}
+
 /// Lifecycle state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use warren_core::{
-    Backend, BackendKind, Capabilities, ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus, Limits, Result,
-    UserId, WorkspaceId, WorkspacePath, WorkspaceSpec,
+    Backend, BackendKind, Capabilities, ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus, Result, UserId,
+    WorkspacePath, WorkspaceSpec,
 };
 
 pub mod checks;
@@ -110,17 +110,7 @@ impl<B: Backend> fmt::Debug for Harness<B> {
 
 /// A workspace spec for `user` running as `uid` (gid the same), default limits, no network, no image.
 pub fn spec(user: &str, uid: u32) -> WorkspaceSpec {
-    let user = UserId::new(user).expect("the suite's user ids are valid");
-    WorkspaceSpec {
-        id: WorkspaceId::generate(),
-        username: user.linux_username(),
-        user,
-        uid,
-        gid: uid,
-        limits: Limits::default(),
-        network: false,
-        image: None,
-    }
+    WorkspaceSpec::new(UserId::new(user).expect("the suite's user ids are valid"), uid)
 }
 
 /// A workspace path from a literal the suite knows is valid.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_backend_ns::{HelperCmd, NsBackend};
-use warren_core::{Backend, ExecOutput, ExecRequest, Limits, State, UserId, WorkspaceId, WorkspaceSpec};
+use warren_core::{Backend, ExecOutput, ExecRequest, Limits, State, WorkspaceSpec};
 
 /// First uid of these tests (far from the conformance suite's range, which starts at 2_000_200).
 pub const UID_BASE: u32 = 2_500_000;
@@ -59,19 +59,12 @@ impl Env {
 
     /// Creates and starts workspace number `n` of user `user` with `limits`.
     pub async fn workspace(&self, user: &str, n: u32, limits: Limits) -> WorkspaceSpec {
-        let user = UserId::new(user).expect("valid user id");
-        let uid = uid(n);
         let spec = WorkspaceSpec {
-            id: WorkspaceId::generate(),
             // The account is named after the test's role ("attacker", "victim") so paths read
             // plainly; the engine derives real names with `UserId::linux_username`.
-            username: user.as_str().to_owned(),
-            user,
-            uid,
-            gid: uid,
+            username: user.to_owned(),
             limits,
-            network: false,
-            image: None,
+            ..warren_testkit::spec(user, uid(n))
         };
         self.start_spec(spec).await
     }
