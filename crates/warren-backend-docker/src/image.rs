@@ -193,6 +193,9 @@ pub fn minimal_rootfs(root: &Path, extra: &[&Path]) -> Result<()> {
     for d in ["bin", "usr/bin", "etc", "tmp", "home", "proc", "dev", "sys", "root", "workspace"] {
         std::fs::create_dir_all(root.join(d)).map_err(io(format!("creating {}", root.join(d).display())))?;
     }
+    let tmp = root.join("tmp");
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .map_err(io(format!("making {} mode 1777", tmp.display())))?;
     let busybox = which("busybox").ok_or_else(|| {
         Error::Unsupported("busybox is not installed on this host (Debian: apt-get install busybox-static)".into())
     })?;

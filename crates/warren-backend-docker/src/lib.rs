@@ -12,9 +12,10 @@
 //!   bind-mounted read-only, so the workspace account resolves (`id -un`) in any image.
 //! * Processes run as the spec's `uid:gid`, with every capability dropped, `no-new-privileges`,
 //!   docker's default seccomp profile, `--network none` unless the spec asks for network, memory
-//!   (swap equal to memory: no swap on top), nano-cpus, pids and `nofile` limits, a read-only root
-//!   with a tmpfs `/tmp` ([`DockerOptions::read_only_root`], default on), and docker's init as pid 1
-//!   (it reaps orphans).
+//!   (swap equal to memory: no swap on top), nano-cpus, pids, `nofile` and (with a disk limit)
+//!   `fsize` limits, a read-only root with a tmpfs `/tmp` ([`DockerOptions::read_only_root`],
+//!   default on; made root's and 1777 from the host at start, whatever the image's `/tmp` is),
+//!   and docker's init as pid 1 (it reaps orphans).
 //! * `start` creates and starts a fresh container from the spec (so changed limits apply); `stop`
 //!   removes the container (killing everything in it); `destroy` also removes the home.
 //! * Exec uses the exec API with an attached, demultiplexed stream (or a tty, resized through the
@@ -23,8 +24,10 @@
 //!   Signals and the kill when the handle is dropped go to the command's process group on the
 //!   host: docker starts every exec as a session leader, and exec inspect gives its host pid (so
 //!   warren must run on the docker host, which the bind-mounted home requires anyway).
-//! * Stats come from the stats API (one shot), the limit from inspect, disk from the home on the
-//!   host. Disk quota: bind mounts have no quota in docker; the resource monitor enforces it.
+//! * Stats come from the stats API (one shot; memory is the working set, usage less inactive
+//!   file cache, as `docker stats` shows it), the limit from inspect, disk from the home on the
+//!   host. Disk quota: bind mounts have no quota in docker; `RLIMIT_FSIZE` caps each file and
+//!   the resource monitor the home's total.
 //! * Freeze is pause/unpause (the cgroup freezer).
 
 use std::collections::HashMap;
@@ -131,6 +134,49 @@ pub(crate) fn api_err(what: &str, e: bollard::errors::Error) -> Error {
 
 fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// The per-process limits every workspace container gets: `nofile`, and `fsize` (the largest file
+/// a process may write) when the workspace has a disk limit, as on `ns` and `dir`.
+pub(crate) fn ulimits(l: &warren_core::Limits) -> Vec<ResourcesUlimits> {
+    let ulimit = |name: &str, v: u64| {
+        let v = i64::try_from(v).unwrap_or(i64::MAX);
+        ResourcesUlimits { name: Some(name.to_owned()), soft: Some(v), hard: Some(v) }
+    };
+    let mut u = vec![ulimit("nofile", l.nofile)];
+    if let Some(d) = l.disk_bytes {
+        u.push(ulimit("fsize", d));
+    }
+    u
+}
+
+/// The tmpfs `/tmp` of a read-only root (`size` is a tmpfs size option such as `256m`).
+pub(crate) fn tmp_tmpfs(size: &str) -> HashMap<String, String> {
+    HashMap::from([("/tmp".to_owned(), format!("rw,nosuid,nodev,size={size},mode=1777"))])
+}
+
+/// Makes the container's `/tmp` root-owned and 1777, from the host, before any command runs in
+/// it. Docker copies the image's `/tmp` owner and mode onto the tmpfs it mounts there (its
+/// `mode=` option loses), so an image whose `/tmp` is 0755 would leave the workspace without a
+/// writable `/tmp`. `pid` is the container's init on the host; `/proc/{pid}/root` is the
+/// container's own view of its root.
+pub(crate) async fn open_tmp(container: &str, pid: u32) -> Result<()> {
+    let container = container.to_owned();
+    blocking(move || {
+        let tmp = PathBuf::from(format!("/proc/{pid}/root/tmp"));
+        let fail = |what: &str, e: std::io::Error| {
+            Error::io(format!("{what} /tmp of container {container} (through {})", tmp.display()), e)
+        };
+        let md = std::fs::symlink_metadata(&tmp).map_err(|e| fail("reading", e))?;
+        if !md.is_dir() {
+            return Err(Error::Internal(format!(
+                "/tmp of container {container} is not a directory; the image must have a /tmp directory or none"
+            )));
+        }
+        std::os::unix::fs::lchown(&tmp, Some(0), Some(0)).map_err(|e| fail("chowning", e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).map_err(|e| fail("chmodding", e))
+    })
+    .await
 }
 
 fn check_spec(spec: &WorkspaceSpec) -> Result<()> {
@@ -320,10 +366,6 @@ impl DockerBackend {
         labels.insert("warren.user".to_owned(), spec.user.to_string());
         labels.insert("warren.state".to_owned(), self.inner.state_dir.display().to_string());
         let l = &spec.limits;
-        let mut tmpfs = HashMap::new();
-        if self.inner.opts.read_only_root {
-            tmpfs.insert("/tmp".to_owned(), format!("rw,nosuid,nodev,size={},mode=1777", self.inner.opts.tmp_size));
-        }
         let host = HostConfig {
             binds: Some(vec![
                 format!("{}:{home}:rw", home_host.display()),
@@ -335,13 +377,9 @@ impl DockerBackend {
             memory_swap: l.memory_bytes.map(|m| m as i64),
             nano_cpus: l.cpu_millis.map(|c| i64::from(c) * 1_000_000),
             pids_limit: l.pids.map(i64::from),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".to_owned()),
-                soft: Some(l.nofile as i64),
-                hard: Some(l.nofile as i64),
-            }]),
+            ulimits: Some(ulimits(l)),
             readonly_rootfs: Some(self.inner.opts.read_only_root),
-            tmpfs: if tmpfs.is_empty() { None } else { Some(tmpfs) },
+            tmpfs: self.inner.opts.read_only_root.then(|| tmp_tmpfs(&self.inner.opts.tmp_size)),
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
             init: Some(true),
@@ -488,6 +526,16 @@ impl Backend for DockerBackend {
             return Err(api_err(&format!("starting container {name}"), e));
         }
         let pid = self.inspect(spec).await?.as_ref().and_then(Self::pid_of);
+        if self.inner.opts.read_only_root {
+            let opened = match pid {
+                Some(pid) => open_tmp(&name, pid).await,
+                None => Err(Error::Internal(format!("container {name} is not running right after its start"))),
+            };
+            if let Err(e) = opened {
+                let _ = self.remove_container(spec).await;
+                return Err(e);
+            }
+        }
         tracing::info!(container = %name, "workspace container started");
         Ok(Status { state: State::Running, pid })
     }
@@ -556,7 +604,12 @@ impl Backend for DockerBackend {
             let s = r.map_err(|e| api_err(&format!("reading the stats of container {name}"), e))?;
             st.cpu_usage_ns =
                 s.cpu_stats.as_ref().and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
-            st.memory_bytes = s.memory_stats.as_ref().and_then(|m| m.usage).unwrap_or(0);
+            // The working set, as `docker stats` shows it: usage less the inactive file cache
+            // (`total_inactive_file` on cgroup v1, `inactive_file` on v2).
+            st.memory_bytes = s.memory_stats.as_ref().map_or(0, |m| {
+                let stat = |k: &str| m.stats.as_ref().and_then(|s| s.get(k).copied());
+                warren_sys::cgroup::working_set(m.usage, stat("total_inactive_file").or_else(|| stat("inactive_file")))
+            });
             st.pids = s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0);
         }
         Ok(st)

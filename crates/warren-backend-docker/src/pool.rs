@@ -18,7 +18,11 @@
 //!   `no-new-privileges`, so users cannot read each other's homes or signal each other's
 //!   processes. The container's `/proc` is remounted with `hidepid=invisible` right after
 //!   the container starts (from the host, in the container's mount namespace), so users do not
-//!   see each other's processes either. `TMPDIR` points into the user's home (`/tmp` is shared).
+//!   see each other's processes either. `TMPDIR` points into the user's home (`/tmp` is shared,
+//!   root's and sticky). What users of one container do share: its loopback interface (a
+//!   server one user starts on 127.0.0.1 is reachable by the others), abstract unix sockets and
+//!   SysV IPC, its `/tmp`, and its memory, CPU and pids limits. Pooled mode is the seed's
+//!   density trade-off; where users must not share those, use `ns` or `docker`.
 //! * `start` marks the user running (starting the container if needed); `stop` kills every
 //!   process of the user's uid (on the host: the uid is the user's alone) and marks them
 //!   stopped; `destroy` also removes the account and the home.
@@ -35,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions};
 use bollard::Docker;
 use nix::fcntl::{Flock, FlockArg};
@@ -295,8 +299,6 @@ impl DockerPool {
         let mut labels = std::collections::HashMap::new();
         labels.insert("warren.pool".to_owned(), self.inner.state_dir.display().to_string());
         labels.insert("warren.pool.index".to_owned(), n.to_string());
-        let mut tmpfs = std::collections::HashMap::new();
-        tmpfs.insert("/tmp".to_owned(), format!("rw,nosuid,nodev,size={},mode=1777", self.inner.opts.tmp_size));
         let host = HostConfig {
             binds: Some(vec![
                 format!("{}:/workspace:rw", homes.display()),
@@ -308,13 +310,9 @@ impl DockerPool {
             memory_swap: l.memory_bytes.map(|m| m as i64 * users),
             nano_cpus: l.cpu_millis.map(|c| (i64::from(c) * users).min(host_millicores()) * 1_000_000),
             pids_limit: l.pids.map(|p| i64::from(p) * users),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".to_owned()),
-                soft: Some(l.nofile as i64),
-                hard: Some(l.nofile as i64),
-            }]),
+            ulimits: Some(crate::ulimits(l)),
             readonly_rootfs: Some(self.inner.opts.read_only_root),
-            tmpfs: Some(tmpfs),
+            tmpfs: Some(crate::tmp_tmpfs(&self.inner.opts.tmp_size)),
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
             init: Some(true),
@@ -351,10 +349,16 @@ impl DockerPool {
     /// Makes container `n` run (creating it if needed, with `/proc` hiding other users'
     /// processes); returns its init's host pid.
     async fn ensure_container(&self, n: u32, spec: &WorkspaceSpec) -> Result<u32> {
-        if let Some(pid) = self.running_pid(n).await? {
-            return Ok(pid);
-        }
         let name = self.container_name(n);
+        if let Some(pid) = self.running_pid(n).await? {
+            // Adopted (another warren process started it, or this one before a restart): it is
+            // used only if its users cannot see each other's processes.
+            if processes_hidden(pid).await {
+                return Ok(pid);
+            }
+            tracing::warn!(container = %name, "pool container runs without hidden processes; setting it up again");
+            return self.seal(n, pid).await;
+        }
         // A container left stopped (daemon restart, warren killed mid-start): start afresh.
         let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
         match self.inner.docker.remove_container(&name, Some(opts)).await {
@@ -392,13 +396,30 @@ impl DockerPool {
             .running_pid(n)
             .await?
             .ok_or_else(|| Error::Internal(format!("pool container {name} is not running after start")))?;
-        hide_processes(pid).await.map_err(|e| {
-            Error::Internal(format!(
+        let pid = self.seal(n, pid).await?;
+        tracing::info!(container = %name, "pool container started");
+        Ok(pid)
+    }
+
+    /// Readies running container `n` (init `pid`) for its users before any of their commands
+    /// runs: `/proc` hides each user's processes from the others, `/tmp` is root's and 1777. On
+    /// failure the container is removed: a pool container never runs without them.
+    async fn seal(&self, n: u32, pid: u32) -> Result<u32> {
+        let name = self.container_name(n);
+        let sealed = match hide_processes(pid).await {
+            Ok(()) => crate::open_tmp(&name, pid).await,
+            Err(e) => Err(Error::Internal(format!(
                 "pool container {name}: hiding users' processes from each other failed ({e}); \
                  the image needs a `mount` program (busybox or util-linux)"
-            ))
-        })?;
-        tracing::info!(container = %name, "pool container started");
+            ))),
+        };
+        if let Err(e) = sealed {
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Err(rm) = self.inner.docker.remove_container(&name, Some(opts)).await {
+                tracing::error!(container = %name, error = %rm, "removing the pool container that could not be set up");
+            }
+            return Err(e);
+        }
         Ok(pid)
     }
 
@@ -434,6 +455,19 @@ impl DockerPool {
 /// Every core of the host, in thousandths (docker refuses a CPU limit above it).
 fn host_millicores() -> i64 {
     std::thread::available_parallelism().map_or(1000, |n| n.get() as i64 * 1000)
+}
+
+/// Whether the `/proc` of the container whose init is host pid `pid` hides other users'
+/// processes (`hidepid=invisible`, shown as `hidepid=2` by older kernels).
+async fn processes_hidden(pid: u32) -> bool {
+    let mounts = tokio::fs::read_to_string(format!("/proc/{pid}/mounts")).await.unwrap_or_default();
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3
+            && f[1] == "/proc"
+            && f[2] == "proc"
+            && f[3].split(',').any(|o| o == "hidepid=invisible" || o == "hidepid=2")
+    })
 }
 
 /// Remounts `/proc` of the container whose init is host pid `pid` with `hidepid=invisible`,

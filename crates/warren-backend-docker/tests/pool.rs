@@ -196,3 +196,50 @@ async fn users_sharing_a_container_are_isolated() {
     .expect("alice's process ended");
     assert_eq!(end.signal, Some(9), "{end:?}");
 }
+
+/// The `/proc` mount options of the running pool container `n`, read on the host.
+async fn proc_options(pool: &DockerPool, n: u32) -> String {
+    let c = pool
+        .docker()
+        .inspect_container(&pool.container_name(n), None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .expect("inspect");
+    let pid = c.state.and_then(|s| s.pid).expect("a running container has a pid");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).expect("mounts");
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[1] == "/proc" && f[2] == "proc")
+        .map(|f| f[3].to_owned())
+        .expect("the container has /proc")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_container_that_shows_processes_is_sealed_again() {
+    let Some(p) = Pool::new(1, 5) else { return };
+    let (a, b) = (spec(3, 0, "u_carol"), spec(3, 1, "u_dave"));
+    p.pool.create(&a).await.expect("create");
+    p.pool.start(&a).await.expect("start");
+    assert!(proc_options(&p.pool, 0).await.contains("hidepid=invisible"), "a new pool container hides processes");
+    let (_, tmp, _) = sh(&p.pool, &a, "stat -c %a:%u /tmp").await;
+    assert_eq!(tmp.trim(), "1777:0", "the shared /tmp is root's and sticky");
+    // Someone on the host undoes the hiding (or a warren was killed between start and hiding).
+    let c = p
+        .pool
+        .docker()
+        .inspect_container(&p.pool.container_name(0), None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .expect("inspect");
+    let pid = c.state.and_then(|s| s.pid).expect("pid").to_string();
+    let st = std::process::Command::new("nsenter")
+        .args(["--target", &pid, "--mount", "--pid", "--", "mount", "-o", "remount,hidepid=off", "/proc"])
+        .status()
+        .expect("nsenter");
+    assert!(st.success());
+    assert!(!proc_options(&p.pool, 0).await.contains("hidepid=invisible"), "the control: hiding is off now");
+    // A restarted warren adopts the running container only after hiding processes again.
+    let again = p.reopen();
+    again.create(&b).await.expect("create");
+    again.start(&b).await.expect("start");
+    assert!(proc_options(&again, 0).await.contains("hidepid=invisible"), "the adopted container was not sealed again");
+}

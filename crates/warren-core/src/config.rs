@@ -36,6 +36,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// The docker backend's pooled mode (the `[pool]` table; the seed's `USE_CONTAINERS`).
     pub pool: PoolConfig,
+    /// How `docker` and `pool` containers are built (the `[docker]` table).
+    pub docker: DockerConfig,
     /// The image workspaces run (the seed's `CONTAINER_IMAGE`): a docker tag for `docker` and
     /// `pool`; for `ns`, the root filesystem `warren image import` unpacked under
     /// `{state_dir}/images/`. `None`: docker's default image, the host's programs on `ns`.
@@ -54,6 +56,7 @@ impl Default for Config {
             snapshots: SnapshotConfig::default(),
             monitor: MonitorConfig::default(),
             pool: PoolConfig::default(),
+            docker: DockerConfig::default(),
             image: None,
         }
     }
@@ -121,6 +124,43 @@ impl PoolConfig {
             return Err(Error::InvalidRequest(format!(
                 "pool.users_per_container (USERS_PER_CONTAINER) {} must be between 1 and 10000",
                 self.users_per_container
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The `[docker]` table: how the `docker` and `pool` backends build their containers.
+///
+/// ```toml
+/// [docker]
+/// read_only_root = true  # the image's files read-only, with a tmpfs /tmp (default)
+/// tmp_size = "256m"      # size of that /tmp: a number with k, m or g (it counts as memory)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Mount the container's root filesystem read-only, with a tmpfs `/tmp`.
+    pub read_only_root: bool,
+    /// Size of the tmpfs `/tmp` (`256m`, `1g`, `65536k`).
+    pub tmp_size: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self { read_only_root: true, tmp_size: "256m".to_owned() }
+    }
+}
+
+impl DockerConfig {
+    /// Rejects a `tmp_size` that is not a size, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let digits = self.tmp_size.trim_end_matches(['k', 'm', 'g']);
+        let suffixes = self.tmp_size.len() - digits.len();
+        if digits.is_empty() || digits.len() > 12 || suffixes > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::InvalidRequest(format!(
+                "docker.tmp_size {:?} is not a size: use a number of bytes with k, m or g, like \"256m\"",
+                self.tmp_size
             )));
         }
         Ok(())
@@ -367,6 +407,22 @@ mod tests {
         assert_eq!(off.idle_suspend_after, None);
         let secs: SnapshotConfig = serde_json_from(r#"{"idle_suspend_after":600}"#);
         assert_eq!(secs.idle_suspend_after, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn docker_section_defaults_and_sizes() {
+        let d = DockerConfig::default();
+        assert!(d.read_only_root);
+        d.validate().expect("defaults are valid");
+        let c: Config = serde_json_from(r#"{"docker":{"read_only_root":false,"tmp_size":"1g"}}"#);
+        assert_eq!(c.docker, DockerConfig { read_only_root: false, tmp_size: "1g".to_owned() });
+        for good in ["65536", "512k", "256m", "2g"] {
+            DockerConfig { tmp_size: good.to_owned(), ..d.clone() }.validate().expect(good);
+        }
+        for bad in ["", "m", "1mm", "-1m", "1,size=9g", "1 m", "1t", "9999999999999g"] {
+            let e = DockerConfig { tmp_size: bad.to_owned(), ..d.clone() }.validate().expect_err(bad);
+            assert!(e.to_string().contains("docker.tmp_size"), "{e}");
+        }
     }
 
     fn serde_json_from<T: serde::de::DeserializeOwned>(json: &str) -> T {

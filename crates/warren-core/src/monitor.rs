@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
-    /// Record a `monitor_warn` event and log it; nothing else.
+    /// Record a `monitor` event (action `warn`) and log it; nothing else.
     #[default]
     Warn,
     /// Stop the workspace (every process killed, files kept); it stays stopped until started.

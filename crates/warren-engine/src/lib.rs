@@ -1,6 +1,7 @@
 //! Warren's engine: the one place that ties the pieces together.
 //!
-//! * picks the backend (`auto`: `ns` when the host can run it, else `dir`) and says why;
+//! * picks the backend (`auto`: `ns` when the host can run it, else `docker` when a daemon
+//!   answers, else `dir`; the pool when it is enabled) and says why;
 //! * keeps workspaces in the [`Store`] (`{state}/warren.db`) and gives each user a fixed uid;
 //! * serialises changes to a workspace across threads *and processes* with an `flock` on
 //!   `{state}/locks/{user}.lock`, so several `warren` commands (or a server and a CLI) can work on
@@ -116,6 +117,7 @@ impl Engine {
         cfg.snapshots.validate()?;
         cfg.monitor.policy.validate().map_err(|e| Error::InvalidRequest(format!("[monitor.policy]: {e}")))?;
         cfg.pool.validate()?;
+        cfg.docker.validate()?;
         check_uid_range(&cfg)?;
         let state = cfg.state_dir.clone();
         let locks = state.join("locks");
@@ -698,22 +700,11 @@ fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind,
             info!(backend = "pool", "backend pool: the container pool is enabled ([pool] enabled / USE_CONTAINERS)");
             BackendKind::Pool
         }
-        BackendKind::Auto => match NsBackend::probe() {
-            Ok(()) => {
-                info!(backend = "ns", "backend auto: picked ns (this host supports namespaces, cgroups and seccomp)");
-                BackendKind::Ns
-            }
-            Err(why) => match DockerBackend::probe() {
-                Ok(()) => {
-                    info!(backend = "docker", reason = %why, "backend auto: picked docker, because the ns backend cannot run here ({why}) and a docker daemon answers");
-                    BackendKind::Docker
-                }
-                Err(docker_why) => {
-                    info!(backend = "dir", reason = %why, "backend auto: picked dir, because the ns backend cannot run here: {why}; and no docker daemon: {docker_why}");
-                    BackendKind::Dir
-                }
-            },
-        },
+        BackendKind::Auto => {
+            let (kind, why) = choose_auto(NsBackend::probe(), DockerBackend::probe);
+            info!(backend = %kind, "backend auto: picked {kind}, {why}");
+            kind
+        }
         kind => {
             info!(backend = %kind, "backend {kind}, as configured");
             kind
@@ -722,12 +713,37 @@ fn pick_backend(cfg: &Config, helper: Option<HelperCmd>) -> Result<(BackendKind,
     Ok((kind, open_backend(kind, cfg, helper)?))
 }
 
+/// `auto`'s choice, strongest first, and why: `ns` when its probe passes (the workspace's own
+/// kernel namespaces, cgroup and seccomp filter, no daemon to trust); else `docker` when a
+/// daemon answers (a container per workspace); else `dir` (a uid and rlimits only). `docker`
+/// is probed only when `ns` cannot run.
+fn choose_auto(
+    ns: std::result::Result<(), String>,
+    docker: impl FnOnce() -> std::result::Result<(), String>,
+) -> (BackendKind, String) {
+    match ns {
+        Ok(()) => (BackendKind::Ns, "because this host supports namespaces, cgroups and seccomp".to_owned()),
+        Err(why) => match docker() {
+            Ok(()) => (
+                BackendKind::Docker,
+                format!("because the ns backend cannot run here ({why}) and a docker daemon answers"),
+            ),
+            Err(docker_why) => (
+                BackendKind::Dir,
+                format!("because the ns backend cannot run here ({why}) and no docker daemon answers ({docker_why})"),
+            ),
+        },
+    }
+}
+
 /// The docker options with the configured image, if any.
 fn docker_options(cfg: &Config) -> DockerOptions {
     let mut o = DockerOptions::default();
     if let Some(i) = &cfg.image {
         o.image = i.clone();
     }
+    o.read_only_root = cfg.docker.read_only_root;
+    o.tmp_size = cfg.docker.tmp_size.clone();
     o
 }
 
@@ -774,3 +790,35 @@ const _: fn() = || {
     fn shareable<T: Send + Sync>() {}
     shareable::<Engine>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_the_strongest_backend_that_can_run() {
+        let no = |why: &str| Err::<(), String>(why.to_owned());
+        let docker_never = || -> std::result::Result<(), String> { panic!("docker is probed only when ns cannot run") };
+        assert_eq!(choose_auto(Ok(()), docker_never).0, BackendKind::Ns);
+        let (kind, why) = choose_auto(no("no user namespaces"), || Ok(()));
+        assert_eq!(kind, BackendKind::Docker);
+        assert!(why.contains("no user namespaces") && why.contains("docker daemon answers"), "{why}");
+        let (kind, why) = choose_auto(no("no cgroups"), || no("no socket"));
+        assert_eq!(kind, BackendKind::Dir);
+        assert!(why.contains("no cgroups") && why.contains("no socket"), "{why}");
+    }
+
+    #[test]
+    fn the_pool_and_named_backends_are_taken_as_configured() {
+        // Named backends skip every probe; `auto` (or `pool`) with the pool enabled is the pool.
+        let mut cfg = Config { backend: BackendKind::Auto, ..Config::default() };
+        cfg.pool.enabled = true;
+        cfg.state_dir = std::env::temp_dir().join("warren-engine-pick-test-never-created");
+        match pick_backend(&cfg, None) {
+            Ok((kind, _)) => assert_eq!(kind, BackendKind::Pool),
+            Err(e) => {
+                assert!(e.to_string().contains("USE_CONTAINERS"), "without a daemon the error names the pool: {e}")
+            }
+        }
+    }
+}

@@ -179,6 +179,46 @@ async fn policy_updates(kind: BackendKind, slot: u32) {
     e.destroy(&u).await.expect("destroy");
 }
 
+/// The grace time: a workspace over its threshold is acted on only once it has stayed over for
+/// `grace_secs`, and a spike that ends sooner is forgiven (its episode starts again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_grace_time_delays_the_action_and_forgives_a_short_spike() {
+    let env = env(BackendKind::Ns, 9).await;
+    let e = &env.engine;
+    let u = user("u_grace");
+    let limits = Limits { memory_bytes: Some(96 << 20), ..Limits::default() };
+    let p = MonitorPolicy { memory_percent: Some(20), grace_secs: 2, ..policy(Action::Stop) };
+    e.create(&u, CreateOptions { limits: Some(limits), policy: Some(p), ..Default::default() }).await.expect("create");
+    e.start(&u).await.expect("start");
+
+    // A spike shorter than the grace time: over, then gone before 2 s have passed.
+    let spike = hog(e, &u, MEMORY_HOG).await;
+    assert!(e.monitor_tick().await.expect("tick").is_empty(), "acted at once despite the grace time");
+    drop(spike);
+    let mut retry = 0;
+    while !e.usage(&u, Duration::ZERO).await.expect("usage").over.is_empty() {
+        retry += 1;
+        assert!(retry < 100, "the spike's memory was never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(e.monitor_tick().await.expect("tick").is_empty());
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(e.monitor_tick().await.expect("tick").is_empty(), "a forgiven spike was acted on later");
+    assert_eq!(e.status(&u).await.expect("status").state, State::Running);
+
+    // A hog that stays: nothing before 2 s, the stop after.
+    let started = tokio::time::Instant::now();
+    let hold = hog(e, &u, MEMORY_HOG).await;
+    assert!(e.monitor_tick().await.expect("tick").is_empty(), "a new episode got no grace time");
+    let done = tick_until_enforced(e).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2), "acted after {waited:?}, inside the 2 s grace time");
+    assert_eq!((done[0].action, done[0].resource), (Action::Stop, Resource::Memory), "{done:?}");
+    drop(hold);
+    assert_eq!(e.status(&u).await.expect("status").state, State::Stopped);
+    e.destroy(&u).await.expect("destroy");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ns_memory_hog_stop() {
     memory_hog_triggers_the_policy(BackendKind::Ns, 0, Action::Stop).await;
@@ -248,6 +288,13 @@ fn docker_image() -> bool {
 async fn docker_memory_hog_stop() {
     if docker_image() {
         memory_hog_triggers_the_policy(BackendKind::Docker, 7, Action::Stop).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_disk_quota() {
+    if docker_image() {
+        disk_quota(BackendKind::Docker, 10).await;
     }
 }
 

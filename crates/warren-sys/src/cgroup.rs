@@ -52,7 +52,9 @@ pub struct Limits {
 pub struct Usage {
     /// CPU time, nanoseconds.
     pub cpu_ns: u64,
-    /// Memory in use, bytes.
+    /// Memory in use, bytes: the cgroup's charge less its inactive file cache (the "working
+    /// set" that `docker stats` and the kubelet report). Page cache the kernel can drop at once
+    /// is not counted, so reading and writing big files does not look like a memory hog.
     pub memory_bytes: u64,
     /// Memory limit, if set.
     pub memory_limit: Option<u64>,
@@ -77,6 +79,11 @@ fn write(path: &Path, value: &str) -> Result<()> {
 
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A cgroup's charge less its inactive file cache (0 when unknown).
+pub fn working_set(usage: Option<u64>, inactive_file: Option<u64>) -> u64 {
+    usage.unwrap_or(0).saturating_sub(inactive_file.unwrap_or(0))
 }
 
 fn keyed(path: &Path, key: &str) -> Option<u64> {
@@ -225,7 +232,10 @@ impl Cgroup {
                 let d = &self.dirs[0].1;
                 Usage {
                     cpu_ns: keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
-                    memory_bytes: read_u64(&d.join("memory.current")).unwrap_or(0),
+                    memory_bytes: working_set(
+                        read_u64(&d.join("memory.current")),
+                        keyed(&d.join("memory.stat"), "inactive_file"),
+                    ),
                     memory_limit: read_u64(&d.join("memory.max")),
                     pids: read_u64(&d.join("pids.current")).unwrap_or(0),
                     oom_kills: keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0),
@@ -236,7 +246,10 @@ impl Cgroup {
                 let limit = mem.and_then(|d| read_u64(&d.join("memory.limit_in_bytes"))).filter(|l| *l < (1 << 62));
                 Usage {
                     cpu_ns: self.dir("cpuacct").and_then(|d| read_u64(&d.join("cpuacct.usage"))).unwrap_or(0),
-                    memory_bytes: mem.and_then(|d| read_u64(&d.join("memory.usage_in_bytes"))).unwrap_or(0),
+                    memory_bytes: working_set(
+                        mem.and_then(|d| read_u64(&d.join("memory.usage_in_bytes"))),
+                        mem.and_then(|d| keyed(&d.join("memory.stat"), "total_inactive_file")),
+                    ),
                     memory_limit: limit,
                     pids: self.dir("pids").and_then(|d| read_u64(&d.join("pids.current"))).unwrap_or(0),
                     oom_kills: mem.and_then(|d| keyed(&d.join("memory.oom_control"), "oom_kill")).unwrap_or(0),

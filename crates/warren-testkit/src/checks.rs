@@ -806,6 +806,39 @@ pub async fn limits_memory<B: Backend>(h: &Harness<B>) {
     env.finish().await;
 }
 
+/// With a disk limit, no single file can grow past it (the limit holds for files written by
+/// commands, not only through the API), and smaller files are written as usual.
+pub async fn limits_disk<B: Backend>(h: &Harness<B>) {
+    let Some(mut env) = Env::new(h, "limits_disk", 22) else { return };
+    let limit = 8u64 << 20;
+    let s = env.running_with("alice", |s| s.limits.disk_bytes = Some(limit)).await;
+    assert_eq!(env.sh_ok(&s, "head -c 1048576 /dev/zero > small; wc -c < small").await.trim(), "1048576");
+    let out = env.sh(&s, "head -c 16777216 /dev/zero > big").await;
+    assert_ne!(out.exit_code, 0, "a 16 MiB file was written under an 8 MiB disk limit: {}", describe(&out));
+    let size: u64 = env.sh_ok(&s, "wc -c < big").await.trim().parse().expect("a size");
+    assert!(size <= limit, "the file grew to {size} bytes past the {limit}-byte disk limit");
+    assert_eq!(
+        env.sh_ok(&s, "rm big small; echo alive").await,
+        "alive\n",
+        "the workspace after its disk limit was hit"
+    );
+    env.finish().await;
+}
+
+/// `/tmp` is a private scratch directory the workspace can write (sticky, so one user's files
+/// there are theirs), and the root filesystem and `/usr` are not writable.
+pub async fn scratch_and_root<B: Backend>(h: &Harness<B>) {
+    let Some(mut env) = Env::new(h, "scratch_and_root", 23) else { return };
+    let s = env.running("alice").await;
+    let out = env.sh_ok(&s, "f=/tmp/warren-scratch-$$; echo kept > $f; cat $f; rm $f; stat -c %a /tmp").await;
+    assert_eq!(out, "kept\n1777\n", "/tmp is not a writable, sticky scratch directory");
+    for dir in ["/", "/usr", "/etc"] {
+        let out = env.sh(&s, &format!("echo x > {}/warren-probe-$$", dir.trim_end_matches('/'))).await;
+        assert_ne!(out.exit_code, 0, "the workspace wrote into {dir}: {}", describe(&out));
+    }
+    env.finish().await;
+}
+
 /// Stats of a running workspace count its processes and grow with its files.
 pub async fn stats<B: Backend>(h: &Harness<B>) {
     let Some(mut env) = Env::new(h, "stats", 20) else { return };
@@ -829,6 +862,13 @@ pub async fn stats<B: Backend>(h: &Harness<B>) {
         }
         retry.wait(format!("before {before}, now {st:?}")).await;
     }
+    // Memory is what the workspace's processes hold, not the page cache of the files they
+    // read and wrote: 128 MiB written and read back leave it far below that.
+    let out = env.sh(&s, "head -c 134217728 /dev/zero > cache.bin && cat cache.bin > /dev/null").await;
+    assert_eq!(out.exit_code, 0, "writing and reading 128 MiB: {}", describe(&out));
+    let st = guard("stats", OP_GUARD, env.backend().stats(&s)).await.unwrap_or_else(|e| panic!("stats: {e}"));
+    assert!(st.memory_bytes < 48 << 20, "file I/O counted as memory in use: {st:?}");
+    env.sh_ok(&s, "rm cache.bin").await;
     drop(hd);
     env.finish().await;
 }

@@ -552,6 +552,8 @@ macro_rules! conformance_tests {
             isolation_between_users,
             limits_pids,
             limits_memory,
+            limits_disk,
+            scratch_and_root,
             stats,
             freeze,
         );

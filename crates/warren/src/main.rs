@@ -50,7 +50,7 @@ struct Cli {
     /// Where workspaces and warren's state live.
     #[arg(long, global = true, env = "WARREN_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Backend for new workspaces: auto (ns if this host can run it, else dir), ns, dir or docker.
+    /// Backend for new workspaces: auto (ns if this host can run it, else docker if a daemon answers, else dir), ns, dir, docker or pool.
     #[arg(long, global = true, env = "WARREN_BACKEND", value_name = "KIND", value_parser = parse_backend)]
     backend: Option<BackendKind>,
     /// A TOML file of settings (state_dir, backend, network, uid_base, uid_count and a [limits] table).

@@ -223,3 +223,86 @@ fn each_workspace_runs_its_own_image() {
         assert!(out.status.success(), "{}", show(&out));
     }
 }
+
+/// A tar of a root filesystem (`tar -C rootfs -c .`, as `debootstrap` trees are shipped) is the
+/// third kind of import: both backends run it.
+#[test]
+fn a_rootfs_tar_runs_on_docker_and_ns() {
+    if let Err(why) = warren_backend_docker::DockerBackend::probe() {
+        eprintln!("SKIPPED: no docker daemon answers ({why})");
+        return;
+    }
+    let cli = Warren::new(3_753_000, "");
+    let root = rootfs(&cli, "from-a-rootfs-tar");
+    let tar = cli.dir.join("rootfs.tar");
+    let out = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().expect("run tar");
+    assert!(out.status.success(), "tar: {}", show(&out));
+    let tag = "warren-image-cli:rootfs-tar";
+    let out = run(&cli, &["image", "import", tar.to_str().expect("utf-8"), "--tag", tag], None);
+    assert!(out.status.success(), "{}", show(&out));
+    for (backend, user) in [("docker", "u_tardock"), ("ns", "u_tarns")] {
+        let out = run(&cli, &["--backend", backend, "workspace", "create", user, "--image", tag], None);
+        assert!(out.status.success(), "{backend}: {}", show(&out));
+        let out = run(&cli, &["exec", user, "--", "sh", "-c", "cat /usr/share/image-marker; id -un"], None);
+        assert!(out.status.success(), "{backend}: {}", show(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("from-a-rootfs-tar\n{user}\n"), "{backend}");
+        let out = run(&cli, &["workspace", "destroy", user], None);
+        assert!(out.status.success(), "{backend}: {}", show(&out));
+    }
+}
+
+/// The seed's pooled mode, configured the seed's way (environment variables) on the real
+/// binary: `USE_CONTAINERS` puts new workspaces in the pool, `USERS_PER_CONTAINER` and
+/// `MAX_CONTAINERS` bound it, and a full pool is a clear error naming the settings.
+#[test]
+fn the_seed_environment_variables_drive_the_pool() {
+    if let Err(why) = warren_backend_docker::DockerBackend::probe() {
+        eprintln!("SKIPPED: no docker daemon answers ({why})");
+        return;
+    }
+    let cli = Warren::new(3_754_000, "");
+    let root = rootfs(&cli, "pooled");
+    let tag = "warren-image-cli:pool";
+    let out = run(&cli, &["image", "import", root.to_str().expect("utf-8"), "--tag", tag], None);
+    assert!(out.status.success(), "{}", show(&out));
+    let pooled = |args: &[&str]| {
+        let mut c = cli.cmd(args);
+        c.env("USE_CONTAINERS", "true").env("MAX_CONTAINERS", "1").env("USERS_PER_CONTAINER", "2");
+        c.env("CONTAINER_IMAGE", tag);
+        c.output().expect("run warren")
+    };
+    for u in ["u_poola", "u_poolb"] {
+        let out = pooled(&["workspace", "create", u]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let out = pooled(&["--json", "workspace", "status", "u_poola"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["backend"], "pool", "{}", show(&out));
+    let out = pooled(&["exec", "u_poola", "--", "sh", "-c", "pwd; id -un; cat /usr/share/image-marker"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/workspace/u_poola\nu_poola\npooled\n", "{}", show(&out));
+    // One container of two users: the third is refused, naming the settings, and nothing is kept.
+    let out = pooled(&["workspace", "create", "u_poolc"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MAX_CONTAINERS") && err.contains("USERS_PER_CONTAINER"), "{}", show(&out));
+    let out = pooled(&["workspace", "status", "u_poolc"]);
+    assert_ne!(out.status.code(), Some(0), "nothing was kept of the refused workspace: {}", show(&out));
+    // A pooled workspace stays in the pool even when the variables are gone.
+    let out = run(&cli, &["--json", "workspace", "status", "u_poolb"], None);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["backend"], "pool", "{}", show(&out));
+    for u in ["u_poola", "u_poolb"] {
+        let out = pooled(&["workspace", "destroy", u]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // The pool's container belongs to this state directory: remove it.
+    let state = cli.state.to_str().expect("utf-8");
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=warren.pool={state}")])
+        .output()
+        .expect("docker ps");
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+}
