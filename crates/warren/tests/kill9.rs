@@ -17,11 +17,16 @@
 //!   types, modes, contents, link targets; every entry owned by the workspace's uid) to the tree
 //!   before the operation or the one after it, checked right after the kill and again after the
 //!   repair; a restore that took effect always left a `pre_restore` snapshot of the old tree;
+//!   an exec killed part-way (its script replaces each file by a rename) leaves every path
+//!   either as it was or exactly as the script's generation writes it, and one that ran to
+//!   its end leaves exactly the tree the script makes;
 //! * after the repair no restore debris (`.{user}.restore-*`), no crash marker, and the user's
 //!   lock is free (also right after the kill: nothing the dead process started holds it).
 //!
 //! The kill lands at a uniformly random moment over 0..1.1 times the operation's duration,
-//! measured unkilled in a warm-up. The process is stopped (SIGSTOP) before it is killed, so the
+//! measured unkilled in a warm-up; every third kill of a snapshot or restore is aimed instead at
+//! its crash-sensitive window (the moment its crash marker or staging tree appears), and the run
+//! fails unless those left something to repair. The process is stopped (SIGSTOP) before it is killed, so the
 //! children it had at that moment (the ns helper during a start, a dir command during an exec)
 //! are known and the test waits for them to finish before it looks: what they leave is part of
 //! what a kill leaves.
@@ -343,13 +348,36 @@ enum Landed {
     DoneFirst,
 }
 
-/// Runs `args`, killing it with SIGKILL after `kill_after` (if given and it still runs).
+/// When a run is killed.
+#[derive(Clone, Debug)]
+enum Kill {
+    /// At a random moment: this long after it started (if it still runs).
+    After(Duration),
+    /// Aimed at a crash-sensitive window: as soon as a path named `prefix...` appears in `dir`
+    /// (the crash marker of a snapshot or restore, a restore's staging tree), or after `limit`.
+    OnAppear { dir: PathBuf, prefix: String, limit: Duration },
+}
+
+impl Kill {
+    fn describe(&self) -> String {
+        match self {
+            Kill::After(d) => format!(" (kill due at {} ms)", d.as_millis()),
+            Kill::OnAppear { prefix, .. } => format!(" (kill aimed at {prefix}*)"),
+        }
+    }
+}
+
+fn appeared(dir: &Path, prefix: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(prefix)))
+}
+
+/// Runs `args`, killing it with SIGKILL when `kill` says (if given and it still runs).
 /// Returns how it ended, its exit status, how long it ran, and its stderr.
 fn run_killable(
     w: &Warren,
     backend: &str,
     args: &[&str],
-    kill_after: Option<Duration>,
+    when: Option<&Kill>,
 ) -> (Landed, ExitStatus, Duration, String, usize) {
     let err_path = w.dir.join("stderr");
     let err = File::create(&err_path).expect("stderr file");
@@ -358,10 +386,21 @@ fn run_killable(
         w.cmd_on(backend, args).stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().expect("spawn warren");
     let pid = child.id();
     let mut orphans = Vec::new();
-    let (landed, status) = match kill_after {
+    let (landed, status) = match when {
         None => (Landed::Unkilled, child.wait().expect("wait")),
-        Some(d) => {
-            std::thread::sleep(d);
+        Some(k) => {
+            match k {
+                Kill::After(d) => std::thread::sleep(*d),
+                Kill::OnAppear { dir, prefix, limit } => {
+                    let end = Instant::now() + *limit;
+                    while Instant::now() < end && !appeared(dir, prefix) {
+                        if child.try_wait().expect("try_wait").is_some() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
             match child.try_wait().expect("try_wait") {
                 Some(st) => (Landed::DoneFirst, st),
                 None => {
@@ -441,30 +480,80 @@ struct OpStats {
     after: u32,
     other: u32,
     repairs: u32,
+    /// Kills aimed at a crash-sensitive window that landed mid-operation, and how many of those
+    /// left something to repair.
+    aimed: u32,
+    aimed_repaired: u32,
     checks: u64,
     ns: u32,
     dir: u32,
 }
+
+/// The files the exec script writes, in order: each is replaced whole (written to a temporary
+/// name, then renamed over it), so a kill at any point leaves every one of them either as it was
+/// or as this generation wrote it ([`exec_after`] knows what that is).
+const EXEC_FILES: [&str; 6] =
+    ["src/a.txt", "src/b.txt", "src/lib/c.rs", "src/lib/deep/d.bin", "docs/readme.md", "notes.txt"];
+/// Temporary names of the exec script: what a kill leaves there is the command's own business.
+const EXEC_TEMPS: [&str; 2] = [".w.tmp", ".w.lnk"];
 
 fn exec_script(gen: u32) -> String {
     format!(
         r#"set -e
 mkdir -p src/lib/deep docs empty
 i=0
-for f in src/a.txt src/b.txt src/lib/c.rs src/lib/deep/d.bin docs/readme.md notes.txt; do
+for f in {files}; do
   i=$((i+1))
-  head -c $((3000 * i)) /dev/urandom > .w.tmp
+  yes "generation {gen} $f" | head -c $((3000 * i)) > .w.tmp
   echo "generation {gen}" >> .w.tmp
   mv .w.tmp "$f"
 done
-head -c 131072 /dev/urandom > .w.tmp && mv .w.tmp src/lib/deep/big.bin
+yes "big {gen}" | head -c 131072 > .w.tmp && mv .w.tmp src/lib/deep/big.bin
 printf '#!/bin/sh\necho generation {gen}\n' > .w.tmp && chmod 755 .w.tmp && mv .w.tmp run.sh
-ln -sfn src/lib/c.rs link
+rm -f .w.lnk && ln -s src/lib/c.rs .w.lnk && mv -T .w.lnk link
 rm -f gen-*
 : > gen-{gen}
 sleep 0.1
-"#
+"#,
+        files = EXEC_FILES.join(" ")
     )
+}
+
+/// `n` bytes of `line` repeated (what `yes LINE | head -c N` writes).
+fn repeated(line: &str, n: usize) -> Vec<u8> {
+    let unit = format!("{line}\n");
+    unit.bytes().cycle().take(n).collect()
+}
+
+/// The tree the exec script of generation `gen` leaves when it runs to its end on `before`.
+fn exec_after(before: &Tree, gen: u32) -> Tree {
+    let mut t = before.clone();
+    let file = |mode: u32, data: &[u8]| Node::File { mode, len: data.len() as u64, hash: fnv(data) };
+    for d in ["src", "src/lib", "src/lib/deep", "docs", "empty"] {
+        t.entry(d.to_owned()).or_insert(Node::Dir { mode: 0o755 });
+    }
+    for (i, f) in EXEC_FILES.iter().enumerate() {
+        let mut data = repeated(&format!("generation {gen} {f}"), 3000 * (i + 1));
+        data.extend_from_slice(format!("generation {gen}\n").as_bytes());
+        t.insert((*f).to_owned(), file(0o644, &data));
+    }
+    t.insert("src/lib/deep/big.bin".to_owned(), file(0o644, &repeated(&format!("big {gen}"), 131_072)));
+    t.insert("run.sh".to_owned(), file(0o755, format!("#!/bin/sh\necho generation {gen}\n").as_bytes()));
+    t.insert("link".to_owned(), Node::Link { target: "src/lib/c.rs".to_owned() });
+    t.retain(|k, _| !k.starts_with("gen-"));
+    t.insert(format!("gen-{gen}"), file(0o644, b""));
+    t
+}
+
+/// Paths (other than the script's temporaries) that are neither as in `before` nor as in
+/// `after`: a file torn, lost or mixed.
+fn neither(now: &Tree, before: &Tree, after: &Tree) -> Vec<String> {
+    let keys: BTreeSet<&String> = now.keys().chain(before.keys()).chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !EXEC_TEMPS.contains(&k.as_str()))
+        .filter(|k| now.get(*k) != before.get(*k) && now.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} (before {:?}, after {:?})", now.get(k), before.get(k), after.get(k)))
+        .collect()
 }
 
 struct Campaign {
@@ -694,9 +783,9 @@ impl Campaign {
             .collect()
     }
 
-    /// Runs `op` on user `ui` (killed after `kill_after` if given), then checks every invariant
+    /// Runs `op` on user `ui` (killed when `kill` says, if given), then checks every invariant
     /// and brings the model up to date.
-    fn perform(&mut self, ui: usize, op: Op, kill_after: Option<Duration>) {
+    fn perform(&mut self, ui: usize, op: Op, kill: Option<Kill>) {
         let before = self.users[ui].clone();
         let (user, backend) = (before.user, before.backend);
         let mut target: Option<String> = None;
@@ -731,7 +820,7 @@ impl Campaign {
             (_, Some(s)) => format!("{} {user} ({backend}) {s}", op.name()),
             _ => format!("{} {user} ({backend})", op.name()),
         };
-        let (landed, status, took, stderr, outlived) = run_killable(&self.w, backend, &argv, kill_after);
+        let (landed, status, took, stderr, outlived) = run_killable(&self.w, backend, &argv, kill.as_ref());
         if backend == "ns" {
             self.ns_helpers_outlived += outlived as u32;
         } else {
@@ -840,7 +929,7 @@ impl Campaign {
             Op::Start => running,
             Op::Stop => !running,
             Op::Destroy => seen_uid.is_none(),
-            Op::Exec => tree.as_ref().is_some_and(|t| t.contains_key(&format!("gen-{generation}"))),
+            Op::Exec => tree.as_ref() == Some(&exec_after(&before.tree, generation)),
             Op::Snapshot => new_snap.as_ref().is_some_and(|s| listed_ids.contains(s)),
             Op::Restore => tree.as_ref() == target_tree.as_ref(),
         };
@@ -889,7 +978,7 @@ impl Campaign {
         let line = format!(
             "{what}: {landed:?} after {} ms{}, now {}{}",
             took.as_millis(),
-            kill_after.map(|d| format!(" (kill due at {} ms)", d.as_millis())).unwrap_or_default(),
+            kill.as_ref().map(Kill::describe).unwrap_or_default(),
             match &seen {
                 Seen::None => "no workspace".to_owned(),
                 Seen::Some { state, .. } => state.clone(),
@@ -923,16 +1012,28 @@ impl Campaign {
             if repaired {
                 s.repairs += 1;
             }
+            if matches!(kill, Some(Kill::OnAppear { .. })) && landed == Landed::Mid {
+                s.aimed += 1;
+                s.aimed_repaired += u32::from(repaired);
+            }
             s.checks += self.checks - checks_before;
         }
     }
 
     /// The files are the tree before `op` or the one after it.
     fn check_files(&mut self, op: Op, before: &Ws, now: Option<&Tree>, target: Option<&Tree>, when: &str) {
+        if op == Op::Exec {
+            // Every file is whole: as before, or as this generation's script wrote it (the
+            // script replaces each file by a rename, so a kill at any moment tears none).
+            let Some(t) = now else { self.fail(format!("{when}, the home of {} is gone after an exec", before.user)) };
+            let bad = neither(t, &before.tree, &exec_after(&before.tree, before.generation + 1));
+            self.ensure(bad.is_empty(), || {
+                format!("{when}, files of {} after an exec are neither before nor after: {bad:?}", before.user)
+            });
+            return;
+        }
         let ok = match (op, now) {
-            // Whatever the command wrote is the user's business; its files are owned by the uid
-            // (checked while reading the tree).
-            (Op::Exec, _) => now.is_some(),
+            (Op::Exec, _) => unreachable!("checked above"),
             (Op::Create, None) => true,
             (Op::Create, Some(t)) => t.is_empty(),
             (Op::Destroy, None) => true,
@@ -984,10 +1085,25 @@ impl Campaign {
         }
     }
 
-    fn kill_delay(&mut self, ui: usize, op: Op) -> Duration {
+    /// When the `n`th kill of `op` lands: at a random moment, except that every third kill of a
+    /// snapshot or restore is aimed at its crash-sensitive window (the crash marker of a snapshot;
+    /// a restore's staging tree or its marker, alternately), so that window is hit in every run.
+    fn kill_for(&mut self, ui: usize, op: Op, n: usize) -> Kill {
         let d = self.dur.get(&(self.users[ui].backend, op)).copied().unwrap_or(Duration::from_millis(200));
-        let span = (d.as_micros() as u64).saturating_mul(11) / 10;
-        Duration::from_micros(self.rng.below(span.max(1)))
+        let user = self.users[ui].user;
+        let limit = d * 3 + Duration::from_secs(1);
+        match (op, n % 6) {
+            (Op::Snapshot, 0 | 3) | (Op::Restore, 0) => {
+                Kill::OnAppear { dir: self.w.state.join("run/snapshot"), prefix: format!("{user}.json"), limit }
+            }
+            (Op::Restore, 3) => {
+                Kill::OnAppear { dir: self.w.state.join("workspaces"), prefix: format!(".{user}.restore-"), limit }
+            }
+            _ => {
+                let span = (d.as_micros() as u64).saturating_mul(11) / 10;
+                Kill::After(Duration::from_micros(self.rng.below(span.max(1))))
+            }
+        }
     }
 }
 
@@ -1061,11 +1177,14 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
     let mut on: Vec<usize> = (0..deck.len()).map(|i| if ns && i % 4 != 0 { 0 } else { c.users.len() - 1 }).collect();
     c.rng.shuffle(&mut on);
 
+    let mut nth: HashMap<Op, usize> = HashMap::new();
     for (i, (op, ui)) in deck.iter().copied().zip(on).enumerate() {
         c.step = format!("kill {}/{} ({} of {})", i + 1, deck.len(), op.name(), c.users[ui].user);
         c.prepare(ui, op);
-        let delay = c.kill_delay(ui, op);
-        c.perform(ui, op, Some(delay));
+        let n = nth.entry(op).or_default();
+        let kill = c.kill_for(ui, op, *n);
+        *n += 1;
+        c.perform(ui, op, Some(kill));
     }
 
     // At the end every listed snapshot is still whole, and every workspace still works.
@@ -1088,14 +1207,14 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>7}",
-        "op", "kills", "ns", "dir", "mid-op", "done-first", "before", "after", "between", "repairs", "checks"
+        "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>6} {:>7}",
+        "op", "kills", "ns", "dir", "mid-op", "done-first", "before", "after", "between", "repairs", "aimed", "checks"
     );
     let mut total = OpStats::default();
     for (op, s) in &c.stats {
         let _ = writeln!(
             table,
-            "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>7}",
+            "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>6} {:>7}",
             op.name(),
             s.kills,
             s.ns,
@@ -1106,6 +1225,7 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
             s.after,
             s.other,
             s.repairs,
+            format!("{}/{}", s.aimed_repaired, s.aimed),
             s.checks
         );
         total.kills += s.kills;
@@ -1117,11 +1237,13 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
         total.after += s.after;
         total.other += s.other;
         total.repairs += s.repairs;
+        total.aimed += s.aimed;
+        total.aimed_repaired += s.aimed_repaired;
         total.checks += s.checks;
     }
     let _ = writeln!(
         table,
-        "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>7}",
+        "{:<9} {:>5} {:>4} {:>4} {:>7} {:>10} {:>7} {:>6} {:>8} {:>7} {:>6} {:>7}",
         "total",
         total.kills,
         total.ns,
@@ -1132,11 +1254,12 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
         total.after,
         total.other,
         total.repairs,
+        format!("{}/{}", total.aimed_repaired, total.aimed),
         total.checks
     );
     eprintln!(
         "kill -9 campaign: seed {seed}, {} kills in {:.1} s, {} invariant checks passed in all (with the unkilled steps)\n{table}\
-         (between: an exec killed part-way through its own writes, the user's business)\n\
+         (between: an exec killed part-way through its own writes, every file whole: before or after; aimed: repaired/landed)\n\
          ns exec commands killed with their warren exec: {}; ns helpers that outlived a killed warren: {}; \
          dir exec commands that outlived it: {}",
         total.kills,
@@ -1154,8 +1277,22 @@ fn kill_9_at_100_random_points_keeps_every_invariant() {
         total.mid,
         total.kills
     );
-    for op in [Op::Start, Op::Exec, Op::Snapshot, Op::Restore] {
+    for op in [Op::Create, Op::Start, Op::Exec, Op::Snapshot, Op::Restore] {
         let s = c.stats.get(&op).map_or(0, |s| s.mid);
         assert!(s > 0, "no kill landed mid-{} (seed {seed})", op.name());
+    }
+    // The aimed kills hit the windows that need a repair: a frozen or stopped workspace behind a
+    // crash marker, a half-extracted staging tree.
+    if kills >= 50 {
+        for op in [Op::Snapshot, Op::Restore] {
+            let s = c.stats.get(&op).map_or((0, 0), |s| (s.aimed, s.aimed_repaired));
+            assert!(
+                s.0 > 0 && s.1 > 0,
+                "aimed kills of {} landed {} times, {} needed a repair (seed {seed})",
+                op.name(),
+                s.0,
+                s.1
+            );
+        }
     }
 }
