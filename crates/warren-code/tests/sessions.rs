@@ -471,3 +471,80 @@ async fn sync_streams_large_files_and_caps_the_bytes_written() {
     assert!(grew < BOUND, "comparing 2 x 99 MiB raised the peak RSS by {} MiB", grew / MIB);
     s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
 }
+
+/// The host's local IPv4 addresses (from `/proc/net/fib_trie`: `/32 host LOCAL` entries).
+fn host_addresses() -> Vec<String> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").expect("read /proc/net/fib_trie");
+    let mut last = None;
+    let mut addrs = Vec::new();
+    for line in trie.lines() {
+        let l = line.trim();
+        if let Some(ip) = l.strip_prefix("|-- ") {
+            last = Some(ip.to_owned());
+        } else if l.contains("/32 host LOCAL") {
+            if let Some(ip) = last.clone() {
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+        }
+    }
+    addrs
+}
+
+/// Connects from inside the session to `addr:port`, printing `connected` or `failed`.
+async fn connect_from(s: &Sessions<'_>, id: &warren_code::SessionId, addr: &str, port: u16) -> String {
+    let script = format!("if timeout 5 bash -c 'echo hi > /dev/tcp/{addr}/{port}' 2>/dev/null; then echo connected; else echo failed; fi");
+    let out = s.exec(id, sh(&script)).await.expect("exec");
+    String::from_utf8_lossy(&out.output.stdout).trim().to_owned()
+}
+
+/// A session on ns has no network unless asked for: only loopback inside, and a listener on
+/// the host is unreachable on every host address (loopback included). The control: a session
+/// with network reaches the same listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_sessions_have_no_network_by_default() {
+    let env = env(BackendKind::Ns, 7).await;
+    let proj = env.path("p");
+    write_tree(&proj, &[("a", b"a\n")]);
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let addrs = host_addresses();
+    assert!(addrs.iter().any(|a| a == "127.0.0.1"), "{addrs:?}");
+    assert!(addrs.iter().any(|a| !a.starts_with("127.")), "a non-loopback host address to try: {addrs:?}");
+    let s = Sessions::new(&env.engine);
+
+    let off = s.start(StartOptions { project: proj.clone(), ..Default::default() }).await.expect("start");
+    assert!(!env.engine.status(&off.workspace_user).await.expect("status").network);
+    let out = s.exec(&off.id, sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).await.expect("exec");
+    assert_eq!(String::from_utf8_lossy(&out.output.stdout), "lo\n", "only loopback inside");
+    for a in &addrs {
+        assert_eq!(
+            connect_from(&s, &off.id, a, port).await,
+            "failed",
+            "{a}:{port} reached from a session without network"
+        );
+    }
+    assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "no connection arrived");
+
+    // The control: with network, the same connections arrive.
+    let on = s.start(StartOptions { project: proj.clone(), network: true, ..Default::default() }).await.expect("start");
+    let out = s.exec(&on.id, sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).await.expect("exec");
+    assert_ne!(String::from_utf8_lossy(&out.output.stdout), "lo\n", "the host's interfaces with network");
+    for a in &addrs {
+        assert_eq!(connect_from(&s, &on.id, a, port).await, "connected", "{a}:{port} with network");
+        let mut got = false;
+        for _ in 0..100 {
+            if listener.accept().is_ok() {
+                got = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(got, "the connection to {a} arrived");
+    }
+    for id in [&off.id, &on.id] {
+        s.stop(id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+    }
+}
