@@ -48,6 +48,8 @@ pub(crate) type LineCounts = HashMap<Vec<u8>, Option<(u64, u64)>>;
 pub(crate) struct TreeEntry {
     pub mode: u32,
     pub sha: String,
+    /// The blob's size in bytes.
+    pub size: u64,
 }
 
 /// The tracking repository of one session.
@@ -186,20 +188,23 @@ impl Git {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// The tree of `commit`, every blob and symlink with its path.
+    /// The tree of `commit`, every blob and symlink with its path and size.
     pub fn ls_tree(&self, commit: &str) -> Result<HashMap<Vec<u8>, TreeEntry>> {
-        let out = self.run("ls-tree", &["ls-tree", "-r", "-z", "--full-tree", commit])?;
+        let out = self.run("ls-tree", &["ls-tree", "-r", "-l", "-z", "--full-tree", commit])?;
         let mut map = HashMap::new();
         for rec in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-            // "<mode> SP <type> SP <sha> TAB <path>"
+            // "<mode> SP <type> SP <sha> SP+ <size> TAB <path>"
             let tab = rec.iter().position(|b| *b == b'\t').ok_or_else(|| self.fail("ls-tree", b"malformed output"))?;
             let head = String::from_utf8_lossy(&rec[..tab]);
-            let mut parts = head.split(' ');
-            let (Some(mode), Some(_kind), Some(sha)) = (parts.next(), parts.next(), parts.next()) else {
+            let mut parts = head.split_whitespace();
+            let (Some(mode), Some(_kind), Some(sha), Some(size)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
                 return Err(self.fail("ls-tree", b"malformed output"));
             };
             let mode = u32::from_str_radix(mode, 8).map_err(|_| self.fail("ls-tree", b"malformed mode"))?;
-            map.insert(rec[tab + 1..].to_vec(), TreeEntry { mode, sha: sha.to_owned() });
+            let size = size.parse().map_err(|_| self.fail("ls-tree", b"malformed size"))?;
+            map.insert(rec[tab + 1..].to_vec(), TreeEntry { mode, sha: sha.to_owned(), size });
         }
         Ok(map)
     }
@@ -334,7 +339,7 @@ impl Git {
             .map_err(|e| Error::io("running git cat-file", e))?;
         let stdin = child.stdin.take().ok_or_else(|| Error::Internal("git cat-file has no stdin".into()))?;
         let stdout = child.stdout.take().ok_or_else(|| Error::Internal("git cat-file has no stdout".into()))?;
-        Ok(CatFile { child, stdin, stdout: BufReader::new(stdout) })
+        Ok(CatFile { child, stdin, stdout: BufReader::new(stdout), broken: false })
     }
 }
 
@@ -450,13 +455,22 @@ pub(crate) struct CatFile {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// A read failed midway: the stream is out of step and no further object can be read.
+    broken: bool,
 }
 
 impl CatFile {
-    /// The content of blob `sha`.
-    pub fn blob(&mut self, sha: &str) -> Result<Vec<u8>> {
+    /// Streams blob `sha` to `f`, which gets a reader of exactly the blob's bytes and its size;
+    /// whatever `f` leaves unread is skipped, so the next object can be read. Never holds more
+    /// of the blob in memory than a buffer.
+    pub fn stream<T>(&mut self, sha: &str, f: impl FnOnce(&mut dyn Read, u64) -> Result<T>) -> Result<T> {
         if !valid_rev(sha) {
             return Err(Error::Internal(format!("{sha:?} is not an object id")));
+        }
+        if self.broken {
+            return Err(Error::Internal(
+                "git cat-file is out of step after a failed read: run the command again".into(),
+            ));
         }
         let io = |e: std::io::Error| Error::io("reading from git cat-file", e);
         writeln!(self.stdin, "{sha}").and_then(|_| self.stdin.flush()).map_err(io)?;
@@ -466,14 +480,37 @@ impl CatFile {
         let (Some(_id), Some(kind), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(Error::Internal(format!("git cat-file: object {sha} is missing ({})", header.trim())));
         };
+        // From here on the stream holds the object's bytes: a failure leaves it out of step.
+        self.broken = true;
+        let size: u64 = size.parse().map_err(|_| Error::Internal("git cat-file: malformed size".into()))?;
         if kind != "blob" {
             return Err(Error::Internal(format!("git cat-file: {sha} is a {kind}, not a blob")));
         }
-        let size: usize = size.parse().map_err(|_| Error::Internal("git cat-file: malformed size".into()))?;
-        let mut data = vec![0u8; size + 1];
-        self.stdout.read_exact(&mut data).map_err(io)?;
-        data.truncate(size);
-        Ok(data)
+        let mut body = (&mut self.stdout).take(size);
+        let res = f(&mut body, size);
+        std::io::copy(&mut body, &mut std::io::sink()).map_err(io)?;
+        if body.limit() != 0 {
+            return Err(Error::Internal(format!("git cat-file: blob {sha} ended early")));
+        }
+        let mut lf = [0u8; 1];
+        self.stdout.read_exact(&mut lf).map_err(io)?;
+        if lf != *b"\n" {
+            return Err(Error::Internal("git cat-file: malformed output after a blob".into()));
+        }
+        self.broken = false;
+        res
+    }
+
+    /// The content of blob `sha`, which must be at most `max` bytes (a symlink's target).
+    pub fn small_blob(&mut self, sha: &str, max: u64) -> Result<Vec<u8>> {
+        self.stream(sha, |r, size| {
+            if size > max {
+                return Err(Error::Internal(format!("blob {sha} is {size} bytes, more than the {max} expected")));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            r.read_to_end(&mut data).map_err(|e| Error::io("reading from git cat-file", e))?;
+            Ok(data)
+        })
     }
 }
 

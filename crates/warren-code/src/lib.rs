@@ -39,7 +39,7 @@ use warren_core::{BackendKind, Error, ExecOutput, ExecRequest, ExitStatus, Limit
 use warren_engine::{CreateOptions, Engine};
 
 pub use record::{CopyReport, SessionId, SessionRecord, SessionStatus, Skipped, MAX_SKIPPED_LISTED};
-pub use sync::{Conflict, SyncOptions, SyncReport};
+pub use sync::{Conflict, SyncOptions, SyncReport, MAX_SYNC_BYTES};
 pub use track::{CommitInfo, MAX_FILE_BYTES};
 
 use git::Git;

@@ -229,12 +229,14 @@ async fn sync_never_writes_through_host_symlinks() {
     let rep = s.sync(&id, SyncOptions { force: true, ..Default::default() }).await.expect("forced");
     assert_eq!(fingerprint(&outside), outside_before, "nothing written through a host symlink");
     let skipped: Vec<&str> = rep.skipped.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(skipped, vec!["climb", "evil", "lib/a", "lib/b"], "{:?}", rep.skipped);
-    assert_eq!(rep.written, vec!["fine", "top.txt", "x/y"]);
+    // fine -> lib/a would now lead through the host's lib, a symlink out of the project.
+    assert_eq!(skipped, vec!["climb", "evil", "fine", "lib/a", "lib/b"], "{:?}", rep.skipped);
+    assert_eq!(rep.written, vec!["top.txt", "x/y"]);
     assert!(!proj.join("top.txt").is_symlink(), "the link itself was replaced, not followed");
     assert_eq!(std::fs::read(proj.join("top.txt")).expect("read"), b"changed\n");
-    assert_eq!(std::fs::read_link(proj.join("fine")).expect("link").to_str(), Some("lib/a"));
-    assert!(!proj.join("evil").exists() && std::fs::symlink_metadata(proj.join("climb")).is_err());
+    for p in ["fine", "evil", "climb"] {
+        assert!(std::fs::symlink_metadata(proj.join(p)).is_err(), "{p} was written");
+    }
     assert!(!proj.join("x/.git").exists(), "a .git from the sandbox is never synced");
     assert_eq!(fingerprint(&proj.join(".git")), git_before);
     let ch = s.changes(&id, &Range { all: true, ..Default::default() }).await.expect("changes");
@@ -252,4 +254,121 @@ async fn sync_never_writes_through_host_symlinks() {
     assert!(err.to_string().contains("now a symlink"), "{err}");
     assert_eq!(fingerprint(&decoy), decoy_before);
     s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+}
+
+/// Every symlink under `dir` that resolves (on the host, following everything) to somewhere
+/// outside `inside`, with where it leads.
+fn links_leading_out(dir: &Path, inside: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let inside = std::fs::canonicalize(inside).expect("canonicalize");
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let md = std::fs::symlink_metadata(e.path()).expect("lstat");
+            if md.file_type().is_dir() {
+                stack.push(e.path());
+            } else if md.file_type().is_symlink() {
+                // Where it leads (readlink -f: the existing part resolved, the rest appended).
+                let mut p = e.path();
+                let mut rest = Vec::new();
+                let resolved = loop {
+                    if let Ok(c) = std::fs::canonicalize(&p) {
+                        break rest.iter().rev().fold(c, |acc: std::path::PathBuf, r| acc.join(r));
+                    }
+                    match (p.parent(), p.file_name()) {
+                        (Some(parent), Some(name)) => {
+                            rest.push(name.to_owned());
+                            p = parent.to_path_buf();
+                        }
+                        _ => break p,
+                    }
+                };
+                if !resolved.starts_with(&inside) {
+                    out.push((e.path().strip_prefix(dir).expect("prefix").display().to_string(), resolved));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A sync never writes a symlink that leads out of the project, however it gets there: through
+/// other symlinks it writes (a chain whose every link looks inside when read alone), through a
+/// symlink of the host that was never copied in (it led out, so the copy left it out), or
+/// through a loop. Links that stay inside, dangling ones too, are written.
+async fn chained_links(kind: BackendKind, slot: u32) {
+    let env = env(kind, slot).await;
+    let proj = env.path("project");
+    write_tree(&proj, &[("keep.txt", b"keep\n"), ("sub/inner.txt", b"inner\n")]);
+    let outside = env.path("outside");
+    write_tree(&outside, &[("f", b"outside\n")]);
+    // Host symlinks leading out: the copy leaves them out, the sandbox never sees them.
+    std::os::unix::fs::symlink("/etc", proj.join("h")).expect("symlink");
+    std::os::unix::fs::symlink("../outside", proj.join("up")).expect("symlink");
+    std::os::unix::fs::symlink("sub/../../outside", proj.join("sub-up")).expect("symlink");
+    let s = Sessions::new(&env.engine);
+    let info = s.start(StartOptions { project: proj.clone(), ..Default::default() }).await.expect("start");
+    let skipped: Vec<&str> = info.copy.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(skipped, ["h", "sub-up", "up"], "the copy left the escaping links out");
+    let id = info.id.clone();
+    let script = "mkdir -p a/b/c && ln -s ../../.. a/b/c/s && ln -s s/../../../etc/passwd a/b/c/l && \
+                  ln -s s/../../../outside/f a/b/c/o && ln -s s a/b/c/s2 && ln -s s2/.. a/b/c/up2 && \
+                  ln -s h/passwd via-host && ln -s h host-dir && ln -s up/f via-up && ln -s sub-up/f via-sub-up && \
+                  ln -s loop1 loop2 && ln -s loop2 loop1 && ln -s keep.txt/x through-file && \
+                  ln -s a/b/c/s/keep.txt fine && ln -s a/b/c/s/sub/inner.txt fine2 && ln -s sub fine-dir && \
+                  ln -s missing/file dangling && ln -s ../keep.txt sub/up-one";
+    let out = s.exec(&id, sh(script)).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0, "{}", String::from_utf8_lossy(&out.output.stderr));
+
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    let rep = s.sync(&id, SyncOptions::default()).await.expect("sync");
+    assert!(rep.conflicts.is_empty(), "{:?}", rep.conflicts);
+    let skipped: Vec<&str> = rep.skipped.iter().map(|s| s.path.as_str()).collect();
+    let refused = [
+        "a/b/c/l",
+        "a/b/c/o",
+        "a/b/c/up2",
+        "host-dir",
+        "loop1",
+        "loop2",
+        "through-file",
+        "via-host",
+        "via-sub-up",
+        "via-up",
+    ];
+    assert_eq!(skipped, refused, "{:#?}", rep.skipped);
+    assert_eq!(rep.written, ["a/b/c/s", "a/b/c/s2", "dangling", "fine", "fine-dir", "fine2", "sub/up-one"]);
+    assert_eq!((&dry.written, &dry.skipped), (&rep.written, &rep.skipped), "the dry run said the same");
+    let why = |p: &str| rep.skipped.iter().find(|s| s.path == p).map(|s| s.reason.clone()).unwrap_or_default();
+    assert!(why("a/b/c/l").contains("leads above the project"), "{}", why("a/b/c/l"));
+    assert!(why("via-host").contains("h, a symlink on the host"), "{}", why("via-host"));
+    assert!(why("loop1").contains("more than 40 symlinks"), "{}", why("loop1"));
+    for p in refused {
+        assert!(std::fs::symlink_metadata(proj.join(p)).is_err(), "{p} was written");
+    }
+    assert_eq!(
+        links_leading_out(&proj, &proj),
+        [
+            ("h".to_owned(), std::path::PathBuf::from("/etc")),
+            ("sub-up".to_owned(), std::fs::canonicalize(&outside).expect("canonicalize")),
+            ("up".to_owned(), std::fs::canonicalize(&outside).expect("canonicalize")),
+        ],
+        "only the host's own links lead out"
+    );
+    assert_eq!(std::fs::read(proj.join("fine")).expect("read"), b"keep\n");
+    assert_eq!(std::fs::read(proj.join("fine2")).expect("read"), b"inner\n");
+    assert_eq!(std::fs::read(proj.join("sub/up-one")).expect("read"), b"keep\n");
+    assert_eq!(std::fs::read_link(proj.join("dangling")).expect("link").to_str(), Some("missing/file"));
+    s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_never_writes_links_that_lead_out_dir() {
+    chained_links(BackendKind::Dir, 14).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_never_writes_links_that_lead_out_ns() {
+    chained_links(BackendKind::Ns, 15).await;
 }

@@ -327,3 +327,224 @@ async fn outside_changes_manual_commits_and_streamed_exec() {
     assert_eq!(ch.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["bg.txt", "manual.txt", "s.txt"]);
     s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
 }
+
+/// A symlink or a file that became a directory, and a directory that became a symlink, sync
+/// without a false conflict, and nothing is written through the symlink that was replaced. A
+/// host symlink the host itself changed is still a conflict, and even forced it is removed,
+/// never written through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_change_kind_sync_without_false_conflicts() {
+    let env = env(BackendKind::Dir, 5).await;
+    let proj = env.path("p");
+    write_tree(&proj, &[("sub/kept", b"sub\n"), ("f", b"file\n"), ("e/x", b"e\n")]);
+    std::os::unix::fs::symlink("sub", proj.join("d")).expect("symlink");
+    std::os::unix::fs::symlink("sub", proj.join("l")).expect("symlink");
+    let outside = env.path("outside");
+    write_tree(&outside, &[("kept", b"outside\n")]);
+    let outside_before = fingerprint(&outside);
+    let s = Sessions::new(&env.engine);
+    let info = s.start(StartOptions { project: proj.clone(), ..Default::default() }).await.expect("start");
+    assert_eq!((info.copy.files, info.copy.symlinks), (3, 2), "{:?}", info.copy);
+    let id = info.id.clone();
+    let script = "rm d && mkdir d && echo y > d/x && rm f && mkdir f && echo z > f/x && rm -r e && ln -s sub e";
+    let out = s.exec(&id, sh(script)).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0, "{}", String::from_utf8_lossy(&out.output.stderr));
+
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    assert!(dry.conflicts.is_empty(), "{:?}", dry.conflicts);
+    let rep = s.sync(&id, SyncOptions::default()).await.expect("no false conflict");
+    assert!(rep.conflicts.is_empty() && rep.skipped.is_empty(), "{rep:?}");
+    assert_eq!(rep.deleted, ["d", "e/x", "f"]);
+    assert_eq!(rep.written, ["d/x", "e", "f/x"]);
+    assert!(std::fs::symlink_metadata(proj.join("d")).expect("lstat").is_dir(), "d is a directory now");
+    assert_eq!(std::fs::read(proj.join("d/x")).expect("read"), b"y\n");
+    assert!(!proj.join("sub/x").exists(), "nothing was written through the old link");
+    assert_eq!(std::fs::read(proj.join("f/x")).expect("read"), b"z\n");
+    assert_eq!(std::fs::read_link(proj.join("e")).expect("e is a link").to_str(), Some("sub"));
+    assert_eq!(std::fs::read_dir(proj.join("sub")).expect("read_dir").count(), 1, "sub holds only kept");
+
+    // The host retargets a link the sandbox turns into a directory: a conflict (the host changed
+    // it), not "a parent is a symlink" for what goes beneath it; forced, the link is removed and
+    // the directory made, nothing written through the link.
+    s.exec(&id, sh("rm l && mkdir l && echo w > l/x")).await.expect("exec");
+    std::fs::remove_file(proj.join("l")).expect("rm");
+    std::os::unix::fs::symlink(&outside, proj.join("l")).expect("symlink");
+    let err = s.sync(&id, SyncOptions::default()).await.expect_err("the host changed l");
+    let msg = err.to_string();
+    assert!(msg.contains("l: the symlink changed on the host"), "{msg}");
+    assert!(!msg.contains("l/x"), "{msg}");
+    let rep = s.sync(&id, SyncOptions { force: true, ..Default::default() }).await.expect("forced");
+    assert_eq!((rep.deleted.as_slice(), rep.written.as_slice()), (&["l".to_owned()][..], &["l/x".to_owned()][..]));
+    assert_eq!(fingerprint(&outside), outside_before, "nothing written through the host's link");
+    assert!(std::fs::symlink_metadata(proj.join("l")).expect("lstat").is_dir());
+    assert_eq!(std::fs::read(proj.join("l/x")).expect("read"), b"w\n");
+    s.stop(&id, StopOptions::default()).await.expect("stop");
+}
+
+/// The peak resident set size of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status");
+    kb * 1024
+}
+
+/// Resets the peak resident set size to the current one (`clear_refs` 5, Linux 4.0+).
+fn reset_peak_rss() -> u64 {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+    peak_rss()
+}
+
+/// Syncing large files never holds their content: four sparse files of 99 MiB (nothing on the
+/// disk quota, nothing in the history once compressed) are compared and written streamed, with
+/// the process's peak RSS far below one file's size; the bytes one sync writes are capped, and
+/// more is refused before anything is written; written files stay sparse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_streams_large_files_and_caps_the_bytes_written() {
+    const MIB: u64 = 1 << 20;
+    const SIZE: u64 = 99 * MIB;
+    // Far below one file: holding any one of them would cross it.
+    const BOUND: u64 = 48 * MIB;
+    let env = env(BackendKind::Dir, 6).await;
+    let proj = env.path("p");
+    write_tree(&proj, &[("a", b"a\n")]);
+    let s = Sessions::new(&env.engine);
+    let info = s.start(StartOptions { project: proj.clone(), ..Default::default() }).await.expect("start");
+    let id = info.id.clone();
+    // Each file: a hole, then its number as its last byte.
+    let make = format!(
+        "for i in 1 2 3 4; do truncate -s {} big$i && printf $i | dd of=big$i bs=1 seek={} conv=notrunc \
+         2>/dev/null; done",
+        SIZE - 1,
+        SIZE - 1
+    );
+    let out = s.exec(&id, sh(&make)).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0, "{}", String::from_utf8_lossy(&out.output.stderr));
+    assert_eq!(out.commit.skipped_count, 0, "{:?}", out.commit.skipped);
+
+    let base = reset_peak_rss();
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    assert_eq!(dry.written.len(), 4);
+    let grew = peak_rss().saturating_sub(base);
+    assert!(grew < BOUND, "a dry run of 4 x 99 MiB raised the peak RSS by {} MiB", grew / MIB);
+
+    let err = s.sync(&id, SyncOptions { max_bytes: Some(300 * MIB), ..Default::default() }).await.expect_err("cap");
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{} bytes", 4 * SIZE)) && msg.contains("--max-bytes"), "{msg}");
+    assert!(!proj.join("big1").exists(), "a refused sync wrote nothing");
+
+    let base = reset_peak_rss();
+    let rep = s.sync(&id, SyncOptions::default()).await.expect("sync");
+    assert_eq!(rep.written.len(), 4, "{rep:?}");
+    let grew = peak_rss().saturating_sub(base);
+    assert!(grew < BOUND, "writing 4 x 99 MiB raised the peak RSS by {} MiB", grew / MIB);
+    use std::os::unix::fs::MetadataExt;
+    for i in 1..=4u8 {
+        let path = proj.join(format!("big{i}"));
+        let md = std::fs::metadata(&path).expect("stat");
+        assert_eq!(md.len(), SIZE);
+        assert!(md.blocks() * 512 < MIB, "big{i} stayed sparse: {} blocks", md.blocks());
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(data[(SIZE - 1) as usize], b'0' + i);
+        let zeros = [0u8; 1 << 16];
+        assert!(data[..(SIZE - 1) as usize].chunks(zeros.len()).all(|c| c == &zeros[..c.len()]));
+    }
+
+    // Conflicts among large files of the same size are found by streaming both.
+    let out = s.exec(&id, sh(&format!("printf z | dd of=big1 bs=1 seek={} conv=notrunc 2>/dev/null; printf z | dd of=big2 bs=1 seek={} conv=notrunc 2>/dev/null", SIZE - 1, SIZE - 1))).await.expect("exec");
+    assert_eq!(out.output.exit_code, 0);
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(proj.join("big2")).expect("open");
+        f.seek(std::io::SeekFrom::Start(10 * MIB)).expect("seek");
+        f.write_all(b"host edit").expect("write");
+    }
+    let base = reset_peak_rss();
+    let dry = s.sync(&id, SyncOptions { dry_run: true, ..Default::default() }).await.expect("dry run");
+    let c: Vec<(&str, &str)> = dry.conflicts.iter().map(|c| (c.path.as_str(), c.reason.as_str())).collect();
+    assert_eq!(c, [("big2", "changed on the host since the last sync")]);
+    let grew = peak_rss().saturating_sub(base);
+    assert!(grew < BOUND, "comparing 2 x 99 MiB raised the peak RSS by {} MiB", grew / MIB);
+    s.stop(&id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+}
+
+/// The host's local IPv4 addresses (from `/proc/net/fib_trie`: `/32 host LOCAL` entries).
+fn host_addresses() -> Vec<String> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").expect("read /proc/net/fib_trie");
+    let mut last = None;
+    let mut addrs = Vec::new();
+    for line in trie.lines() {
+        let l = line.trim();
+        if let Some(ip) = l.strip_prefix("|-- ") {
+            last = Some(ip.to_owned());
+        } else if l.contains("/32 host LOCAL") {
+            if let Some(ip) = last.clone() {
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+        }
+    }
+    addrs
+}
+
+/// Connects from inside the session to `addr:port`, printing `connected` or `failed`.
+async fn connect_from(s: &Sessions<'_>, id: &warren_code::SessionId, addr: &str, port: u16) -> String {
+    let script = format!("if timeout 5 bash -c 'echo hi > /dev/tcp/{addr}/{port}' 2>/dev/null; then echo connected; else echo failed; fi");
+    let out = s.exec(id, sh(&script)).await.expect("exec");
+    String::from_utf8_lossy(&out.output.stdout).trim().to_owned()
+}
+
+/// A session on ns has no network unless asked for: only loopback inside, and a listener on
+/// the host is unreachable on every host address (loopback included). The control: a session
+/// with network reaches the same listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_sessions_have_no_network_by_default() {
+    let env = env(BackendKind::Ns, 7).await;
+    let proj = env.path("p");
+    write_tree(&proj, &[("a", b"a\n")]);
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let addrs = host_addresses();
+    assert!(addrs.iter().any(|a| a == "127.0.0.1"), "{addrs:?}");
+    assert!(addrs.iter().any(|a| !a.starts_with("127.")), "a non-loopback host address to try: {addrs:?}");
+    let s = Sessions::new(&env.engine);
+
+    let off = s.start(StartOptions { project: proj.clone(), ..Default::default() }).await.expect("start");
+    assert!(!env.engine.status(&off.workspace_user).await.expect("status").network);
+    let out = s.exec(&off.id, sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).await.expect("exec");
+    assert_eq!(String::from_utf8_lossy(&out.output.stdout), "lo\n", "only loopback inside");
+    for a in &addrs {
+        assert_eq!(
+            connect_from(&s, &off.id, a, port).await,
+            "failed",
+            "{a}:{port} reached from a session without network"
+        );
+    }
+    assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "no connection arrived");
+
+    // The control: with network, the same connections arrive.
+    let on = s.start(StartOptions { project: proj.clone(), network: true, ..Default::default() }).await.expect("start");
+    let out = s.exec(&on.id, sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).await.expect("exec");
+    assert_ne!(String::from_utf8_lossy(&out.output.stdout), "lo\n", "the host's interfaces with network");
+    for a in &addrs {
+        assert_eq!(connect_from(&s, &on.id, a, port).await, "connected", "{a}:{port} with network");
+        let mut got = false;
+        for _ in 0..100 {
+            if listener.accept().is_ok() {
+                got = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(got, "the connection to {a} arrived");
+    }
+    for id in [&off.id, &on.id] {
+        s.stop(id, StopOptions { discard: true, ..Default::default() }).await.expect("stop");
+    }
+}

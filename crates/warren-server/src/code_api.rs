@@ -324,6 +324,10 @@ pub struct SyncBody {
     /// Only report what would be written and the conflicts.
     #[serde(default)]
     pub dry_run: bool,
+    /// The most bytes of file content this sync may write (default 1 GiB); more is refused
+    /// before anything is written.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// A host file changed since the last sync.
@@ -694,7 +698,7 @@ pub async fn sync(
 ) -> ApiResult<Json<CodeSyncReport>> {
     let id = authorize(&s, &c, &id).await?;
     let b = body.unwrap_or_default();
-    let opts = SyncOptions { force: b.force, dry_run: b.dry_run };
+    let opts = SyncOptions { force: b.force, dry_run: b.dry_run, max_bytes: b.max_bytes };
     let engine = s.engine.clone();
     let rep = detached(async move { Sessions::new(&engine).sync(&id, opts).await }).await?;
     Ok(Json(rep.into()))

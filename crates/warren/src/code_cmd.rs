@@ -105,7 +105,7 @@ The exit code is the command's (124 if --timeout killed it).")]
     /// the list of conflicts, when host files changed since the session started (or the last
     /// sync), unless --force.
     #[command(
-        after_help = "Examples:\n  warren code sync 3fa9c0d1e2b4 --dry-run\n  warren code sync 3fa9c0d1e2b4 --force"
+        after_help = "Examples:\n  warren code sync 3fa9c0d1e2b4 --dry-run\n  warren code sync 3fa9c0d1e2b4 --force\n  warren code sync 3fa9c0d1e2b4 --max-bytes 4G"
     )]
     Sync {
         /// The session.
@@ -117,6 +117,10 @@ The exit code is the command's (124 if --timeout killed it).")]
         /// Only show what would be written and the conflicts.
         #[arg(long)]
         dry_run: bool,
+        /// The most bytes of file content this sync may write (default 1G); more is refused
+        /// before anything is written.
+        #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+        max_bytes: Option<u64>,
     },
     /// End a session: destroy its workspace (and its history unless --keep-history). Refused
     /// while changes were never synced, unless --keep-history or --discard.
@@ -222,8 +226,8 @@ pub async fn run(engine: &Engine, cmd: CodeCmd, json: bool) -> Result<i32> {
         CodeCmd::Changes(r) => print_changes(&s.changes(&r.session, &r.range()).await?, json)?,
         CodeCmd::Diff { range, paths } => print_diff(&s.diff(&range.session, &range.range(), &paths).await?, json)?,
         CodeCmd::Log { session, limit } => print_log(&s.log(&session, limit).await?, json)?,
-        CodeCmd::Sync { session, force, dry_run } => {
-            print_sync(&s.sync(&session, SyncOptions { force, dry_run }).await?, json)?
+        CodeCmd::Sync { session, force, dry_run, max_bytes } => {
+            print_sync(&s.sync(&session, SyncOptions { force, dry_run, max_bytes }).await?, json)?
         }
         CodeCmd::Stop { session, keep_history, discard } => {
             print_stop(&s.stop(&session, StopOptions { keep_history, discard }).await?, json)?
@@ -373,8 +377,8 @@ pub async fn run_remote(client: &Client, cmd: CodeCmd, json: bool) -> Result<i32
             let log: Vec<LogEntry> = client.get_json(Method::GET, url, None).await?;
             print_log(&log, json)?;
         }
-        CodeCmd::Sync { session, force, dry_run } => {
-            let body = json!({ "force": force, "dry_run": dry_run });
+        CodeCmd::Sync { session, force, dry_run, max_bytes } => {
+            let body = json!({ "force": force, "dry_run": dry_run, "max_bytes": max_bytes });
             let url = sessions(&[session.as_str(), "sync"])?;
             print_sync(&client.get_json(Method::POST, url, Some(Body::Json(body))).await?, json)?;
         }
