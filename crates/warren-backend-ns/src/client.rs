@@ -109,16 +109,14 @@ enum ReadOutcome {
     Eof,
 }
 
-async fn read_some(fd: &AsyncFd<OwnedFd>) -> ReadOutcome {
+/// Reads what is there (at most `buf.len()` bytes, through the reused scratch `buf`: a terminal
+/// gives a few KiB a read, and a fresh zeroed 64 KiB buffer per read cost more than the read).
+async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> ReadOutcome {
     loop {
         let Ok(mut guard) = fd.readable().await else { return ReadOutcome::Eof };
-        let mut buf = vec![0u8; CHUNK];
-        match guard.try_io(|inner| nix::unistd::read(inner.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)) {
+        match guard.try_io(|inner| nix::unistd::read(inner.get_ref().as_fd(), buf).map_err(std::io::Error::from)) {
             Ok(Ok(0)) => return ReadOutcome::Eof,
-            Ok(Ok(n)) => {
-                buf.truncate(n);
-                return ReadOutcome::Data(buf);
-            }
+            Ok(Ok(n)) => return ReadOutcome::Data(buf[..n].to_vec()),
             // EIO: the terminal's last holder went away.
             Ok(Err(_)) => return ReadOutcome::Eof,
             Err(_would_block) => continue,
@@ -200,13 +198,14 @@ async fn pump(
         // Dropping `fd` closes the command's stdin.
     });
     let mut ctl_open = true;
+    let (mut out_buf, mut err_buf) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let exit = loop {
         tokio::select! {
-            r = async { read_some(io.stdout.as_ref().expect("guarded")).await }, if io.stdout.is_some() => match r {
+            r = async { read_some(io.stdout.as_ref().expect("guarded"), &mut out_buf).await }, if io.stdout.is_some() => match r {
                 ReadOutcome::Data(b) => if ev.send(ExecEvent::Stdout(b)).await.is_err() { break None },
                 ReadOutcome::Eof => io.stdout = None,
             },
-            r = async { read_some(io.stderr.as_ref().expect("guarded")).await }, if io.stderr.is_some() => match r {
+            r = async { read_some(io.stderr.as_ref().expect("guarded"), &mut err_buf).await }, if io.stderr.is_some() => match r {
                 ReadOutcome::Data(b) => if ev.send(ExecEvent::Stderr(b)).await.is_err() { break None },
                 ReadOutcome::Eof => io.stderr = None,
             },
@@ -240,7 +239,7 @@ async fn pump(
     if io.tty {
         if let Some(fd) = io.stdout.as_ref() {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
-            while let Ok(ReadOutcome::Data(b)) = tokio::time::timeout_at(deadline, read_some(fd)).await {
+            while let Ok(ReadOutcome::Data(b)) = tokio::time::timeout_at(deadline, read_some(fd, &mut out_buf)).await {
                 if ev.send(ExecEvent::Stdout(b)).await.is_err() {
                     return;
                 }

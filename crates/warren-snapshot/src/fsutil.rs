@@ -145,6 +145,28 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// A reader of `file` from offset 0 that keeps its own position (`pread`): several can read one
+/// open file at once, from different threads.
+#[derive(Debug)]
+pub(crate) struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    pub(crate) fn new(file: &'a std::fs::File) -> Self {
+        Self { file, pos: 0 }
+    }
+}
+
+impl io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// A reader that counts and hashes (SHA-256) what passes through it.
 #[derive(Debug)]
 pub(crate) struct HashReader<R> {

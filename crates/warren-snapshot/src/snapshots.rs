@@ -267,7 +267,14 @@ impl Snapshots {
     /// touches `workspace` until [`PreparedRestore::swap_in`]; the workspace may keep running
     /// meanwhile. `opts.archive_bytes` is filled in from the manifest, and unless
     /// `opts.limits.max_unpacked_bytes` is set, the byte cap is raised to the manifest's
-    /// `unpacked_bytes` (the manifest is trusted once the archive's checksum matches it).
+    /// `unpacked_bytes`.
+    ///
+    /// The archive's size and SHA-256 are checked against the manifest while it is extracted
+    /// (on a second thread, for a local archive; a download is hashed as it arrives, before the
+    /// extraction): a mismatch deletes the staging tree and is the error, so a damaged archive
+    /// never reaches the workspace. Extracting before the check finished adds nothing to what an
+    /// archive can do: the extraction is the one `import` runs on foreign archives, with every
+    /// hostile-archive defence and size cap, into a private directory.
     ///
     /// One restore per workspace at a time: a restore starts by deleting every other
     /// staging directory of the same workspace (the crash-recovery rule, see [`crate::swap`]).
@@ -281,57 +288,73 @@ impl Snapshots {
         let m = self.get(user, id)?;
         let key = archive_key(user, id);
         let staging = swap::prepare_staging(workspace)?;
+        let mut eopts = opts.clone();
+        eopts.archive_bytes = Some(m.archive_bytes);
+        if eopts.limits.max_unpacked_bytes.is_none() {
+            let cap = eopts.limits.byte_cap(Some(m.archive_bytes)).max(m.unpacked_bytes);
+            eopts.limits.max_unpacked_bytes = Some(cap);
+        }
+        if let Some(p) = &eopts.progress {
+            let p = Arc::clone(p);
+            let total = m.unpacked_bytes;
+            eopts.progress = Some(Arc::new(move |mut pr: crate::limits::Progress| {
+                pr.total_bytes = Some(total);
+                p(pr)
+            }));
+        }
         let mut download: Option<PathBuf> = None;
-        let result = (|| {
-            let mut file = match self.storage.local_path(&key) {
-                Some(p) => {
-                    let f = File::open(&p).map_err(|e| match e.kind() {
-                        io::ErrorKind::NotFound => SnapshotError::Core(warren_core::Error::NotFound(format!(
-                            "archive of snapshot {id} of user {user} (the manifest exists but {key} is missing)"
-                        ))),
-                        _ => SnapshotError::io(format!("opening {}", p.display()), e),
-                    })?;
-                    let mut r = HashReader::new(&f);
-                    fsutil::copy_big(&mut r, &mut io::sink())
-                        .map_err(|e| SnapshotError::io(format!("reading {key}"), e))?;
-                    let (_, bytes, sha) = r.finish();
-                    check_digest(&m, &key, bytes, &sha)?;
-                    f
+        let result = (|| match self.storage.local_path(&key) {
+            Some(p) => {
+                let f = File::open(&p).map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => SnapshotError::Core(warren_core::Error::NotFound(format!(
+                        "archive of snapshot {id} of user {user} (the manifest exists but {key} is missing)"
+                    ))),
+                    _ => SnapshotError::io(format!("opening {}", p.display()), e),
+                })?;
+                let (hashed, extracted) = std::thread::scope(|s| {
+                    let hasher = s.spawn(|| {
+                        let mut r = HashReader::new(fsutil::ReadAt::new(&f));
+                        fsutil::copy_big(&mut r, &mut io::sink()).map(|_| r.finish())
+                    });
+                    let extracted =
+                        extract_to(io::BufReader::with_capacity(1 << 20, fsutil::ReadAt::new(&f)), &staging, &eopts);
+                    (hasher.join(), extracted)
+                });
+                let checked = match hashed {
+                    Ok(Ok((_, bytes, sha))) => check_digest(&m, &key, bytes, &sha),
+                    Ok(Err(e)) => Err(SnapshotError::io(format!("reading {key}"), e)),
+                    Err(_) => Err(SnapshotError::Core(warren_core::Error::Internal(format!(
+                        "the thread hashing {key} panicked"
+                    )))),
+                };
+                if let Err(e) = checked {
+                    if extracted.is_ok() {
+                        if let Err(rm) = fsutil::remove_tree(&staging) {
+                            tracing::warn!(path = %staging.display(), error = %rm, "could not remove the staging tree of an archive that failed its check");
+                        }
+                    }
+                    return Err(e);
                 }
-                None => {
-                    let path = swap::sibling_path(workspace, "download")?;
-                    download = Some(path.clone());
-                    let f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(|e| SnapshotError::io(format!("creating {}", path.display()), e))?;
-                    let mut w = HashWriter::new(&f);
-                    let mut r = self.storage.reader(&key)?;
-                    fsutil::copy_big(&mut r, &mut w).map_err(|e| SnapshotError::io(format!("downloading {key}"), e))?;
-                    let (_, bytes, sha) = w.finish();
-                    check_digest(&m, &key, bytes, &sha)?;
-                    f
-                }
-            };
-            file.rewind().map_err(|e| SnapshotError::io("rewinding the archive", e))?;
-            let mut eopts = opts.clone();
-            eopts.archive_bytes = Some(m.archive_bytes);
-            if eopts.limits.max_unpacked_bytes.is_none() {
-                let cap = eopts.limits.byte_cap(Some(m.archive_bytes)).max(m.unpacked_bytes);
-                eopts.limits.max_unpacked_bytes = Some(cap);
+                extracted
             }
-            if let Some(p) = &eopts.progress {
-                let p = Arc::clone(p);
-                let total = m.unpacked_bytes;
-                eopts.progress = Some(Arc::new(move |mut pr: crate::limits::Progress| {
-                    pr.total_bytes = Some(total);
-                    p(pr)
-                }));
+            None => {
+                let path = swap::sibling_path(workspace, "download")?;
+                download = Some(path.clone());
+                let mut f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| SnapshotError::io(format!("creating {}", path.display()), e))?;
+                let mut w = HashWriter::new(&f);
+                let mut r = self.storage.reader(&key)?;
+                fsutil::copy_big(&mut r, &mut w).map_err(|e| SnapshotError::io(format!("downloading {key}"), e))?;
+                let (_, bytes, sha) = w.finish();
+                check_digest(&m, &key, bytes, &sha)?;
+                f.rewind().map_err(|e| SnapshotError::io("rewinding the archive", e))?;
+                extract_to(io::BufReader::with_capacity(1 << 20, f), &staging, &eopts)
             }
-            extract_to(io::BufReader::with_capacity(1 << 20, file), &staging, &eopts)
         })();
         if let Some(d) = &download {
             let _ = std::fs::remove_file(d);

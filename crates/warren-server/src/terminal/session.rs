@@ -54,8 +54,8 @@ impl Default for TerminalConfig {
             idle: Duration::from_secs(3600),
             max_sessions: 8,
             scrollback: super::emulator::SCROLLBACK_LINES,
-            high_water: 256 << 10,
-            low_water: 128 << 10,
+            high_water: 1 << 20,
+            low_water: 512 << 10,
         }
     }
 }
