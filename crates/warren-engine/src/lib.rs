@@ -809,8 +809,8 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_and_named_backends_are_taken_as_configured() {
-        // Named backends skip every probe; `auto` (or `pool`) with the pool enabled is the pool.
+    fn an_enabled_pool_is_picked_under_auto() {
+        // `auto` (or `pool`) with the pool enabled is the pool, without probing ns.
         let mut cfg = Config { backend: BackendKind::Auto, ..Config::default() };
         cfg.pool.enabled = true;
         cfg.state_dir = std::env::temp_dir().join("warren-engine-pick-test-never-created");

@@ -191,7 +191,14 @@ fn skill_sandbox_end_to_end() {
     let listing = w.ok(&["skill", "tool", &id, "list_files"]);
     assert!(!listing.contains("ran"), "{listing}");
 
+    // The sandbox is a workspace like any other: in `warren stats`, with its skill's limits.
+    let v = w.json(&["stats", &id]);
+    assert_eq!(v[0]["user"], id.as_str(), "{v}");
+    assert!(v[0]["stats"]["memory_limit_bytes"].as_u64().is_some(), "a skill sandbox has a memory limit: {v}");
+    assert!(w.ok(&["stats"]).contains(&id), "the stats table lists the sandbox");
+
     assert_eq!(w.ok(&["skill", "cleanup", &id]), format!("removed sandbox {id} (workspace, record)\n"));
+    assert!(!w.ok(&["stats"]).contains(&id), "a removed sandbox leaves the stats");
     let out = w.run(&["skill", "show", &id]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(stderr(&out).contains("not found"), "{}", show(&out));
