@@ -360,12 +360,7 @@ impl DockerPool {
             return self.seal(n, pid).await;
         }
         // A container left stopped (daemon restart, warren killed mid-start): start afresh.
-        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.inner.docker.remove_container(&name, Some(opts)).await {
-            Ok(()) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(api_err(&format!("removing stopped container {name}"), e)),
-        }
+        self.remove_container(n).await?;
         let this = self.clone();
         let run = blocking(move || {
             mkdir(&this.inner.homes, 0o711)?;
@@ -414,13 +409,23 @@ impl DockerPool {
             ))),
         };
         if let Err(e) = sealed {
-            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
-            if let Err(rm) = self.inner.docker.remove_container(&name, Some(opts)).await {
+            if let Err(rm) = self.remove_container(n).await {
                 tracing::error!(container = %name, error = %rm, "removing the pool container that could not be set up");
             }
             return Err(e);
         }
         Ok(pid)
+    }
+
+    /// Removes container `n`, running or not (gone already is fine).
+    async fn remove_container(&self, n: u32) -> Result<()> {
+        let name = self.container_name(n);
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.inner.docker.remove_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(api_err(&format!("removing pool container {name}"), e)),
+        }
     }
 
     async fn seat_of(&self, spec: &WorkspaceSpec) -> Result<Seat> {

@@ -26,7 +26,6 @@
 //! verdicts are reached before anything is changed, so a dry run reports what a sync does.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
@@ -116,20 +115,6 @@ fn dirs_of(tree: &HashMap<Vec<u8>, TreeEntry>) -> HashSet<Vec<u8>> {
     dirs
 }
 
-/// Fills `buf` from `r` as far as it goes; the bytes read (fewer only at the end).
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Compares the host file at `path` with blob `sha`, both streamed. `Some(why)` when they
 /// differ (or the host file cannot be read safely).
 fn content_differs(cat: &mut CatFile, sha: &str, root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<String>> {
@@ -143,8 +128,8 @@ fn content_differs(cat: &mut CatFile, sha: &str, root: BorrowedFd<'_>, path: &[u
         const CHUNK: usize = 64 * 1024;
         let (mut a, mut b) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
         loop {
-            let n = read_full(blob, &mut a).map_err(|e| Error::io("reading from git cat-file", e))?;
-            let m = match read_full(&mut host, &mut b) {
+            let n = tree::read_full(blob, &mut a).map_err(|e| Error::io("reading from git cat-file", e))?;
+            let m = match tree::read_full(&mut host, &mut b) {
                 Ok(m) => m,
                 Err(e) => return Ok(Some(format!("could not be read on the host: {e}"))),
             };

@@ -459,6 +459,20 @@ pub(crate) fn write_file(
     result
 }
 
+/// Fills `buf` from `r` as far as it goes; the bytes read (fewer only at the end).
+pub(crate) fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Copies `data` into the new, empty file `f` a buffer at a time, leaving holes where whole
 /// blocks of zeros are (a sparse file stays sparse). Returns the bytes copied.
 fn copy_sparse(data: &mut dyn std::io::Read, f: &mut File) -> std::io::Result<u64> {
@@ -468,15 +482,7 @@ fn copy_sparse(data: &mut dyn std::io::Read, f: &mut File) -> std::io::Result<u6
     let mut total = 0u64;
     loop {
         // Fill a whole block (a short read must not misalign the holes).
-        let mut n = 0;
-        while n < BLOCK {
-            match data.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let n = read_full(data, &mut buf)?;
         if n == 0 {
             break;
         }
